@@ -1,0 +1,233 @@
+"""The pretraining loop, shared by every method (after DINO's ``main_dino.py::train_one_epoch``).
+
+Per optimiser step: set lr and weight decay from their per-step cosine schedules, compute the method's losses
+(bf16 autocast on CUDA), backward, let the objective adjust gradients (DINO freezes its last layer in epoch 0),
+clip each parameter's gradient, step AdamW, EMA-update the teacher. Views are drawn from a generator seeded by
+(seed, batch), and the data order by (seed, epoch), so a run resumed from a checkpoint continues exactly as an
+uninterrupted one: checkpoints (atomic, every epoch and every ``checkpoint_interval_min`` minutes) hold the
+model, optimiser, position and RNG state. Losses are copied to the host every ``log_every`` steps, not every
+step; a non-finite loss fails the run as ``diverged`` at the step where it first appeared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from lightly.models.utils import update_momentum
+from tqdm import tqdm
+
+from patchbench.datasets import ImageSet, build_dataset
+from patchbench.methods import Progress, SSLMethod, Views, build_method
+
+from .config import RunSpec
+from .optim import clip_per_parameter, cosine_schedule, param_groups
+from .store import RunDir, atomic_torch_save, atomic_write_json
+
+COLLAPSE_KL = 1e-2  # nats: a student–teacher KL this small at the end of training means a collapsed run
+
+
+class Diverged(RuntimeError):
+    """The loss became non-finite."""
+
+    def __init__(self, step: int, epoch: int):
+        super().__init__(f"non-finite loss at step {step} (epoch {epoch})")
+        self.step, self.epoch = step, epoch
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The data order of one epoch, a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def view_generator(seed: int, batch_index: int) -> torch.Generator:
+    """The augmentation RNG of one loaded batch, a pure function of (seed, batch index)."""
+    state = np.random.SeedSequence([seed, batch_index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def batches(data: ImageSet, order: np.ndarray, batch_size: int, start: int, num_workers: int) -> Iterator[torch.Tensor]:
+    """uint8 image batches of the epoch ``order``, from batch ``start`` on (drop_last, as DINO)."""
+    index = [order[i * batch_size:(i + 1) * batch_size] for i in range(start, len(order) // batch_size)]
+    if data.images is not None:
+        for idx in index:
+            yield data.images[torch.from_numpy(idx)]
+        return
+    loader = torch.utils.data.DataLoader(data, batch_sampler=index, num_workers=num_workers,
+                                         persistent_workers=False)
+    for images, _ in loader:
+        yield images
+
+
+def build_for_spec(spec: RunSpec, device: torch.device) -> tuple[SSLMethod, Any]:
+    """The method of a run (seeded), on ``device``, and its dataset source."""
+    source = build_dataset(spec.dataset, spec.runtime.data_root)
+    torch.manual_seed(spec.seed)
+    method = build_method(spec.choice(), spec.backbone, source.mean, source.std).to(device)
+    return method, source
+
+
+class TrainLog:
+    """The per-step train log (jsonl); on resume it is cut back to the checkpoint's step."""
+
+    def __init__(self, run: RunDir, resume_step: int):
+        self.path = run.train_log
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line and json.loads(line)["step"] < resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.pending: list[tuple[dict[str, Any], dict[str, torch.Tensor]]] = []
+
+    def add(self, info: dict[str, Any], losses: dict[str, torch.Tensor]) -> None:
+        self.pending.append((info, {k: v.detach() for k, v in losses.items()}))
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Write pending steps (one host copy for all of them); raise :class:`Diverged` at a non-finite loss."""
+        if not self.pending:
+            return []
+        keys = list(self.pending[0][1])
+        values = torch.stack([torch.stack([l[k].float() for k in keys]) for _, l in self.pending]).cpu().tolist()
+        rows = [{**info, **dict(zip(keys, vals))} for (info, _), vals in zip(self.pending, values)]
+        self.pending.clear()
+        with self.path.open("a") as f:
+            for row in rows:
+                if not math.isfinite(row["loss"]):
+                    raise Diverged(row["step"], row["epoch"])
+                f.write(json.dumps(row) + "\n")
+        return rows
+
+
+def optimizer_step(method: SSLMethod, optimizer: torch.optim.Optimizer, params: list[tuple[str, torch.nn.Parameter]],
+                   views: Views, progress: Progress, substep: int, *, lr: float, weight_decay: float,
+                   momentum: float, clip_grad: float) -> dict[str, torch.Tensor]:
+    """One optimiser step of ``method`` on ``views``, then the EMA update of its teacher; returns the losses."""
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr
+        if i == 0:  # only the first group decays (DINO's get_params_groups)
+            group["weight_decay"] = weight_decay
+    device_type = views.crops[0].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        losses = method.training_step(views, progress, substep)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    method.objective.after_backward(progress)
+    if clip_grad > 0:
+        clip_per_parameter([p for _, p in params], clip_grad)
+    optimizer.step()
+    with torch.no_grad():
+        for student, teacher in method.ema_pairs():
+            update_momentum(student, teacher, momentum)
+    return losses
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def pretrain(spec: RunSpec, run: RunDir) -> dict[str, Any]:
+    """Train ``spec`` in ``run`` (resuming from its checkpoint if any); return the train summary."""
+    device = pick_device(spec.runtime.device)
+    method, source = build_for_spec(spec, device)
+    data = source.load("train")
+    batch_size, epochs = spec.budget.batch_size, spec.budget.epochs
+    batches_per_epoch = len(data) // batch_size
+    if batches_per_epoch == 0:
+        raise ValueError(f"batch size {batch_size} exceeds the {len(data)} training images of '{spec.dataset}'")
+    steps_per_epoch = batches_per_epoch * method.steps_per_batch  # optimiser steps
+
+    # Schedules, one value per optimiser step (DINO: lr scaled linearly with the batch size, base 256).
+    o = spec.optim
+    lr = cosine_schedule(o.lr * batch_size / 256, o.min_lr, epochs, steps_per_epoch, o.warmup_epochs)
+    wd = cosine_schedule(o.weight_decay, o.weight_decay_end, epochs, steps_per_epoch)
+    momentum = cosine_schedule(o.momentum_teacher, 1.0, epochs, steps_per_epoch)
+    params = method.student_parameters()
+    optimizer = torch.optim.AdamW(param_groups(params))
+
+    start_epoch, start_batch, step = 0, 0, 0
+    if run.checkpoint.exists():
+        ckpt = torch.load(run.checkpoint, map_location=device, weights_only=False)
+        method.load_state_dict(ckpt["method"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+        torch.set_rng_state(ckpt["rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+        print(f"resumed from checkpoint at epoch {start_epoch}, batch {start_batch} (step {step})", flush=True)
+    log = TrainLog(run, resume_step=step)
+
+    def save_checkpoint(epoch: int, batch: int) -> None:
+        log.flush()  # never checkpoint past a non-finite loss
+        atomic_torch_save(run.checkpoint, {
+            "method": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "batch": batch,
+            "step": step, "rng": torch.get_rng_state(), "run_id": spec.run_id,
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=epochs * steps_per_epoch, initial=step, disable=not interactive, desc=spec.method)
+    images_seen, started, last_checkpoint = 0, time.perf_counter(), time.monotonic()
+    method.train()
+    for epoch in range(start_epoch, epochs):
+        order = epoch_order(spec.seed, epoch, len(data))
+        first = start_batch if epoch == start_epoch else 0
+        for batch_index, images in enumerate(batches(data, order, batch_size, first, spec.runtime.num_workers),
+                                             start=first):
+            images = images.to(device, non_blocking=True)
+            views = method.make_views(images, view_generator(spec.seed, epoch * batches_per_epoch + batch_index))
+            for substep in range(method.steps_per_batch):
+                progress = Progress(epoch=epoch, step=step, total_epochs=epochs, steps_per_epoch=steps_per_epoch)
+                losses = optimizer_step(method, optimizer, params, views, progress, substep, lr=float(lr[step]),
+                                        weight_decay=float(wd[step]), momentum=float(momentum[step]),
+                                        clip_grad=o.clip_grad)
+                log.add({"step": step, "epoch": epoch, "lr": float(lr[step]), "wd": float(wd[step]),
+                         "momentum": float(momentum[step])}, losses)
+                step += 1
+                bar.update(1)
+            images_seen += len(images)
+            if len(log.pending) >= spec.runtime.log_every:
+                rows = log.flush()
+                if rows and not interactive:
+                    print(f"epoch {epoch + 1}/{epochs} step {step}/{epochs * steps_per_epoch} "
+                          f"loss {rows[-1]['loss']:.4f}", flush=True)
+            if time.monotonic() - last_checkpoint >= spec.runtime.checkpoint_interval_min * 60:
+                save_checkpoint(epoch, batch_index + 1)
+                last_checkpoint = time.monotonic()
+        save_checkpoint(epoch + 1, 0)
+        last_checkpoint = time.monotonic()
+    bar.close()
+    wall = time.perf_counter() - started
+    summary = summarise(run, epochs, steps_per_epoch)
+    summary.update(images_per_s=images_seen / wall if images_seen else None, wall_s=wall,
+                   peak_memory_mb=peak_memory_mb(device), device=str(device),
+                   device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+    atomic_write_json(run.train_summary, summary)
+    return summary
+
+
+def summarise(run: RunDir, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
+    """Last-epoch means of every logged quantity, and the collapse flag (DINO paper §5.3: KL → 0)."""
+    rows = [json.loads(line) for line in run.train_log.read_text().splitlines() if line]
+    last = [r for r in rows if r["epoch"] == epochs - 1]
+    keys = [k for k in last[0] if k not in ("step", "epoch")] if last else []
+    final = {k: float(np.mean([r[k] for r in last])) for k in keys}
+    collapsed = bool(final["kl"] < COLLAPSE_KL) if "kl" in final else None
+    return {"epochs": epochs, "steps": epochs * steps_per_epoch, "final": final, "collapsed": collapsed}
+
+
+if __name__ == "__main__":  # python -m patchbench.benchmark.train RUN_DIR  (resumes if a checkpoint exists)
+    from pathlib import Path
+    run = RunDir(Path(sys.argv[1]))
+    print(json.dumps(pretrain(run.read_spec(), run), indent=2))

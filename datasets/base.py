@@ -1,0 +1,115 @@
+"""The dataset contract: a registry of image sources, each able to say where its files are expected.
+
+A source yields ``ImageSet`` splits of fixed-size uint8 RGB images, so that a view strategy can crop a whole batch
+at once on the training device. Embedded sources need no files; on-disk sources read a real on-disk format under a
+data root and fail with :class:`DatasetFilesMissing` (naming the expected layout) when the files are absent.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+Split = Literal["train", "test"]
+
+DATA_ROOT_ENV = "PATCHBENCH_DATA"
+
+
+def default_data_root() -> Path:
+    """The data root: ``$PATCHBENCH_DATA`` if set, else ``./data``."""
+    return Path(os.environ.get(DATA_ROOT_ENV, "data"))
+
+
+class DatasetError(ValueError):
+    """A user error about a dataset (unknown name, missing files); the CLI prints it without a traceback."""
+
+
+class DatasetFilesMissing(DatasetError):
+    """The files of an on-disk dataset are not where they are expected."""
+
+
+class ImageSet(Dataset):
+    """One split: uint8 images of shape (3, S, S) and integer labels.
+
+    ``images`` holds the whole split in memory when it fits (embedded sets, CIFAR); on-disk folders load lazily
+    through ``__getitem__`` and leave ``images`` as None.
+    """
+
+    def __init__(self, labels: np.ndarray, images: torch.Tensor | None = None,
+                 loader: Callable[[int], torch.Tensor] | None = None, masks: torch.Tensor | None = None):
+        if (images is None) == (loader is None):
+            raise ValueError("give exactly one of images or loader")
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.images = images
+        self.masks = masks
+        self._loader = loader
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index] if self.images is not None else self._loader(index)
+        return image, int(self.labels[index])
+
+
+class DatasetSource(ABC):
+    """A registered dataset: its identity, its image statistics, and how to load a split."""
+
+    name: ClassVar[str]
+    num_classes: ClassVar[int]
+    image_size: ClassVar[int]
+    mean: ClassVar[tuple[float, float, float]]
+    std: ClassVar[tuple[float, float, float]]
+    embedded: ClassVar[bool]
+    description: ClassVar[str]
+    layout: ClassVar[str] = ""  # the expected on-disk layout, shown when files are missing
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_data_root()
+
+    def expected_path(self) -> Path | None:
+        """Where the files are expected (None for embedded sources)."""
+        return None
+
+    def files_present(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        """Raise :class:`DatasetFilesMissing` naming the expected layout unless the files are present."""
+        if not self.files_present():
+            raise DatasetFilesMissing(
+                f"dataset '{self.name}': files not found at {self.expected_path()}.\n"
+                f"Expected layout:\n{self.layout}\n"
+                f"Put the files there, or point --data-root / ${DATA_ROOT_ENV} at the folder that holds them.")
+
+    @abstractmethod
+    def load(self, split: Split) -> ImageSet:
+        """The split as an :class:`ImageSet`; raises :class:`DatasetFilesMissing` if files are absent."""
+
+
+DATASETS: dict[str, type[DatasetSource]] = {}
+
+
+def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:
+    """Class decorator: register a dataset source under ``cls.name``; duplicate names are errors."""
+    if cls.name in DATASETS:
+        raise ValueError(f"dataset '{cls.name}' is already registered by {DATASETS[cls.name].__module__}")
+    DATASETS[cls.name] = cls
+    return cls
+
+
+def build_dataset(name: str, root: str | Path | None = None) -> DatasetSource:
+    """Instantiate a registered source by name, with a did-you-mean for unknown names."""
+    if name not in DATASETS:
+        import difflib
+        close = difflib.get_close_matches(name, DATASETS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise DatasetError(f"unknown dataset '{name}'.{hint} Known datasets: {', '.join(sorted(DATASETS))}"
+                           " (run `patchbench datasets`).")
+    return DATASETS[name](root)

@@ -1,0 +1,65 @@
+"""Build a method from its name and overrides, checking every name and keyword before anything runs."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backbone import VIT_SIZES, BackboneConfig
+from .base import Objective, SSLMethod, ViewStrategy
+from .registry import METHODS, OBJECTIVES, VIEWS, RegistryError
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """A method cell: a named method, optionally with another view strategy or objective (an ablation)."""
+
+    method: str
+    view: str | None = None
+    objective: str | None = None
+    view_kwargs: dict[str, Any] = field(default_factory=dict)
+    objective_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: set[str]) -> dict[str, Any]:
+    """``kwargs`` checked against ``cls.__init__`` and completed with its defaults, so a config is fully resolved."""
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+              if n not in {"self", *skip} and p.kind is inspect.Parameter.KEYWORD_ONLY}
+    for key in kwargs:
+        if key not in params:
+            close = difflib.get_close_matches(key, params, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise RegistryError(f"{what} has no setting '{key}'.{hint} Settings: {', '.join(params)}")
+    return {name: kwargs.get(name, p.default) for name, p in params.items()}
+
+
+def resolve_choice(choice: MethodChoice) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
+    """(view name, view kwargs, objective name, objective kwargs) with the method's paper defaults filled in.
+
+    A method's defaults for its own view (objective) apply only when that view (objective) is kept.
+    """
+    spec = METHODS.get(choice.method)
+    view = choice.view or spec.view
+    objective = choice.objective or spec.objective
+    view_kwargs = {**(spec.view_defaults if view == spec.view else {}), **choice.view_kwargs}
+    objective_kwargs = {**(spec.objective_defaults if objective == spec.objective else {}),
+                        **choice.objective_kwargs}
+    view_cls, objective_cls = VIEWS.get(view), OBJECTIVES.get(objective)
+    view_kwargs = _complete_kwargs(view_cls, view_kwargs, f"view strategy '{view}'",
+                                   {"image_size", "patch_size", "mean", "std"})
+    objective_kwargs = _complete_kwargs(objective_cls, objective_kwargs, f"objective '{objective}'", {"embed_dim"})
+    return view, view_kwargs, objective, objective_kwargs
+
+
+def build_method(choice: MethodChoice, backbone: BackboneConfig, mean: tuple[float, ...],
+                 std: tuple[float, ...]) -> SSLMethod:
+    """The method the trainer drives; an incompatible view/objective pairing raises ``IncompatiblePairing``."""
+    view_name, view_kwargs, objective_name, objective_kwargs = resolve_choice(choice)
+    view: ViewStrategy = VIEWS.get(view_name)(image_size=backbone.img_size, patch_size=backbone.patch_size,
+                                              mean=mean, std=std, **view_kwargs)
+    objective_cls: type[Objective] = OBJECTIVES.get(objective_name)
+    objective_cls.check_views(view)
+    objective = objective_cls(VIT_SIZES[backbone.size][0], **objective_kwargs)
+    return SSLMethod(view, objective, backbone)

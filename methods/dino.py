@@ -1,0 +1,107 @@
+"""DINO (Caron et al., ICCV 2021): self-distillation with no labels.
+
+Follows facebookresearch/dino ``main_dino.py`` (specs/dino.md): a 3-layer DINO head on the CLS token (lightly's
+``DINOProjectionHead``, identical to ``DINOHead``), the cross-entropy between the centred, sharpened teacher
+output on the two global crops and the student output on every other crop (lightly's ``DINOLoss``, called teacher
+first with the globals as the first student views, which makes it equal to DINO's mean over the 2·(V−1) pairs),
+a per-epoch teacher-temperature warm-up, and the last layer frozen during the first ``freeze_last_layer`` epochs.
+Optimiser, schedules, clipping and EMA are the trainer's (benchmark/train.py).
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import torch
+from lightly.loss import DINOLoss
+from lightly.models.modules import DINOProjectionHead
+from torch import Tensor, nn
+
+from .backbone import ViTEncoder
+from .base import Objective, Progress, Views, forward_multicrop
+from .registry import MethodSpec, register_method, register_objective
+
+
+def teacher_temperature(epoch: int, total_epochs: int, warmup_temp: float, temp: float, warmup_epochs: int) -> float:
+    """DINO's schedule: linear from ``warmup_temp`` to ``temp`` over ``warmup_epochs`` epochs, then constant."""
+    schedule = np.concatenate([np.linspace(warmup_temp, temp, warmup_epochs),
+                               np.full(max(total_epochs - warmup_epochs, 0), temp)])
+    return float(schedule[min(epoch, len(schedule) - 1)])
+
+
+def build_head_pair(embed_dim: int, out_dim: int, hidden_dim: int, bottleneck_dim: int, norm_last_layer: bool,
+                    use_bn: bool, freeze_last_layer: int) -> tuple[DINOProjectionHead, DINOProjectionHead]:
+    """Student and teacher DINO heads; the teacher starts as a copy of the student.
+
+    A second instance plus ``load_state_dict``, because the legacy weight norm of the last layer cannot be
+    deep-copied (specs/lightly-and-timm.md).
+    """
+    def make() -> DINOProjectionHead:
+        return DINOProjectionHead(embed_dim, hidden_dim, bottleneck_dim, out_dim, batch_norm=use_bn,
+                                  freeze_last_layer=freeze_last_layer, norm_last_layer=norm_last_layer)
+    student, teacher = make(), make()
+    teacher.load_state_dict(student.state_dict())
+    return student, teacher
+
+
+@torch.no_grad()
+def distillation_diagnostics(teacher_logits: Tensor, center: Tensor, temp: float, loss: Tensor) -> dict[str, Tensor]:
+    """Collapse diagnostics (DINO paper §5.3): the mean entropy of the teacher output, and the student–teacher KL.
+
+    Every teacher view meets the same number of student views, so the mean cross-entropy (the loss) is the mean
+    teacher entropy plus the mean KL(teacher ‖ student): KL = loss − H(teacher).
+    """
+    probs = torch.softmax((teacher_logits.float() - center) / temp, dim=-1)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+    return {"teacher_entropy": entropy, "kl": loss.detach().float() - entropy}
+
+
+@register_objective("dino")
+class DINOObjective(Objective):
+    """DINO's loss on the CLS token; the teacher sees the global crops only."""
+
+    min_global_views = 2
+
+    def __init__(self, embed_dim: int, *, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 norm_last_layer: bool = True, use_bn: bool = False, student_temp: float = 0.1,
+                 teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04, warmup_teacher_temp_epochs: int = 0,
+                 center_momentum: float = 0.9, freeze_last_layer: int = 1):
+        super().__init__(embed_dim)
+        student, teacher = build_head_pair(embed_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer, use_bn,
+                                           freeze_last_layer)
+        self.student_heads = nn.ModuleDict({"dino": student})
+        self.teacher_heads = nn.ModuleDict({"dino": teacher})
+        self.criterion = DINOLoss(output_dim=out_dim, warmup_teacher_temp=warmup_teacher_temp,
+                                  teacher_temp=teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
+                                  student_temp=student_temp, center_momentum=center_momentum)
+        self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
+        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.out_dim = out_dim
+
+    def loss(self, student: ViTEncoder, teacher: ViTEncoder | None, views: Views, progress: Progress,
+             substep: int = 0) -> dict[str, Tensor]:
+        assert teacher is not None
+        with torch.no_grad():
+            teacher_cls = torch.cat([t[:, 0] for t in forward_multicrop(teacher, views.global_crops)])
+            teacher_out = self.teacher_heads["dino"](teacher_cls).chunk(views.n_global)
+        student_cls = torch.cat([t[:, 0] for t in forward_multicrop(student, views.crops)])
+        student_out = self.student_heads["dino"](student_cls).chunk(views.n_views)
+        temp = teacher_temperature(progress.epoch, progress.total_epochs, self.warmup_teacher_temp,
+                                   self.teacher_temp, self.warmup_teacher_temp_epochs)
+        center = self.criterion.center.clone()  # the centre this step uses; the loss updates it afterwards
+        loss = self.criterion(list(teacher_out), list(student_out), teacher_temp=temp)
+        return {"loss": loss, **distillation_diagnostics(torch.stack(teacher_out), center, temp, loss)}
+
+    def after_backward(self, progress: Progress) -> None:
+        self.student_heads["dino"].cancel_last_layer_gradients(progress.epoch)
+
+
+register_method(MethodSpec(
+    name="dino", view="multicrop", objective="dino",
+    paper="Caron et al., Emerging Properties in Self-Supervised Vision Transformers, ICCV 2021",
+    view_defaults=dict(n_local=8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4)),
+    objective_defaults=dict(out_dim=65536, teacher_temp=0.04, warmup_teacher_temp=0.04,
+                            warmup_teacher_temp_epochs=0, freeze_last_layer=1),
+    optim_defaults=dict(lr=5e-4, min_lr=1e-6, warmup_epochs=10, weight_decay=0.04, weight_decay_end=0.4,
+                        momentum_teacher=0.996, clip_grad=3.0),
+))

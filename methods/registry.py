@@ -1,0 +1,110 @@
+"""Registries for view strategies, objectives and named methods, and the plugin entry point.
+
+Everything registers by decorator; a duplicate name is an error. Third-party packages plug in through the
+entry-point group ``patchbench.methods``: each entry point names a module (or an object inside one) whose import
+registers its views, objectives and methods.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+ENTRY_POINT_GROUP = "patchbench.methods"
+
+T = TypeVar("T")
+
+
+class RegistryError(ValueError):
+    """A user error about a registered name (unknown or duplicate); the CLI prints it without a traceback."""
+
+
+class Registry(Generic[T]):
+    """A name → object map with decorator registration, duplicate checks and did-you-mean lookups."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._origin: dict[str, str] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Class decorator: register under ``name`` and set the class's ``name`` attribute to it."""
+        def decorator(obj: T) -> T:
+            self.add(name, obj)
+            obj.name = name
+            return obj
+        return decorator
+
+    def add(self, name: str, obj: T) -> None:
+        if name in self._items:
+            raise RegistryError(f"{self.kind} '{name}' is already registered (by {self._origin[name]})")
+        self._items[name] = obj
+        self._origin[name] = getattr(obj, "__module__", None) or type(obj).__module__
+
+    def get(self, name: str) -> T:
+        load_plugins()
+        if name not in self._items:
+            close = difflib.get_close_matches(name, self._items, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise RegistryError(f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(sorted(self._items))}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        load_plugins()
+        return sorted(self._items)
+
+    def origin(self, name: str) -> str:
+        return self._origin[name]
+
+    def __contains__(self, name: str) -> bool:
+        load_plugins()
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A named method: the default pairing of a view strategy and an objective, with its paper's settings.
+
+    ``view_defaults`` and ``objective_defaults`` are keyword arguments of the two classes; ``optim_defaults``
+    override the trainer's optimisation settings (see ``patchbench.benchmark.config.OptimConfig``).
+    """
+
+    name: str
+    view: str
+    objective: str
+    paper: str
+    view_defaults: dict[str, Any] = field(default_factory=dict)
+    objective_defaults: dict[str, Any] = field(default_factory=dict)
+    optim_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+VIEWS: Registry[type] = Registry("view strategy")
+OBJECTIVES: Registry[type] = Registry("objective")
+METHODS: Registry[MethodSpec] = Registry("method")
+
+register_view = VIEWS.register
+register_objective = OBJECTIVES.register
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Register a named method; its view and objective must be registered under the names it gives."""
+    METHODS.add(spec.name, spec)
+    return spec
+
+
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every ``patchbench.methods`` entry point once, so that plugins register themselves."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
