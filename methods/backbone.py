@@ -18,7 +18,7 @@ from torch import Tensor, nn
 # CPU-sized variants for the demo and the tests.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "pico": (32, 2, 2),
-    "nano": (128, 4, 4),
+    "nano": (64, 4, 4),
     "tiny": (192, 12, 3),
     "small": (384, 12, 6),
     "base": (768, 12, 12),
