@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from patchbench.methods import METHODS, BackboneConfig, MethodChoice, resolve_choice

@@ -60,8 +60,8 @@ def run_matrix(specs: list[RunSpec], results_root: Path, executor_kind: str,
             echo(f"{label}: evaluating")
             executor.submit(eval_job, str(run.path)).result()
             counts["done"] += 1
-        except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError, Exception) as err:
-            echo(f"{label}: failed: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}"
-                 f" (log under {run.path / 'submitit'})")
+        except Exception as err:  # FailedJobError, UncompletedJobError, or the job's own exception (debug)
+            last_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            echo(f"{label}: failed: {last_line} (log under {run.path / 'submitit'})")
             counts["failed"] += 1
     return counts
