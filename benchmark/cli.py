@@ -13,6 +13,8 @@ from patchbench.methods import METHODS, IncompatiblePairing, RegistryError
 
 from .config import ConfigError
 
+EXECUTORS = ("debug", "local", "slurm")
+
 USER_ERRORS = (ConfigError, RegistryError, DatasetError, IncompatiblePairing)
 
 
@@ -32,29 +34,102 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
     from .matrix import load_matrix
-    from .runner import cell_status, run_matrix
-    from .store import run_dir
 
-    name, specs = load_matrix(args.matrix, data_root=args.data_root)
-    out = Path(args.out) if args.out else Path("results") / name
+    matrix = load_matrix(args.matrix, data_root=getattr(args, "data_root", None))
+    return matrix, Path(args.out) if args.out else Path("results") / matrix.name
+
+
+def _status_rows(matrix, statuses, todo=None) -> list[tuple]:
+    from .orchestrator import cell_state
+
+    rows = []
+    for cell in matrix.cells:
+        s, st = cell.spec, statuses[cell.spec.run_id]
+        stages = ", ".join(f"{stage}: {v['state']}" + (f" ({v['reason']})" if v["state"] == "failed" else "")
+                           + (f" [{v['job_id']}]" if v.get("job_id") else "") for stage, v in st.items())
+        row = (s.run_id, s.label, s.dataset, s.seed, cell_state(st), stages)
+        if todo is not None:
+            row += (" + ".join(todo.stages_of(cell)) or "-",)
+        rows.append(row)
+    return rows
+
+
+HEADERS = ["run id", "cell", "dataset", "seed", "state", "stages (job ids)"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .orchestrator import plan, submit
+
+    matrix, out = _load(args)
     if args.dry_run:
-        rows = [(s.run_id, s.method, s.dataset, s.seed, cell_status(run_dir(out, s), s)) for s in specs]
-        print(tabulate(rows, headers=["run id", "method", "dataset", "seed", "state"], tablefmt="github"))
+        todo, statuses = plan(matrix, out, write=False)
+        rows = _status_rows(matrix, statuses, todo)
+        print(tabulate(rows, headers=HEADERS + ["would submit"], tablefmt="github"))
+        arrays = len({c.pretrain for c in todo.pretrain})
+        print(f"\n{todo.n_jobs} jobs would be submitted: {len(todo.pretrain)} pretraining "
+              f"({arrays} array{'s' if arrays != 1 else ''} on SLURM), "
+              f"{todo.n_jobs - len(todo.pretrain)} evaluations")
         return 0
-    counts = run_matrix(specs, out, args.executor)
-    print(f"{name}: {counts['done']} run, {counts['skipped']} already done, {counts['failed']} failed "
-          f"(results in {out}; table: patchbench report {out})")
-    return 1 if counts["failed"] else 0
+    todo = submit(matrix, out, args.executor, "missing", wait_for_jobs=args.wait)
+    return _summary(matrix, out, todo, args.executor, args.wait)
+
+
+def _summary(matrix, out: Path, todo, executor: str, waited: bool) -> int:
+    from .orchestrator import cell_state, plan
+
+    _, statuses = plan(matrix, out)
+    states = [cell_state(st) for st in statuses.values()]
+    done = states.count("done")
+    failed = [s for s in states if s.startswith("failed")]
+    print(f"{matrix.name}: {todo.n_jobs} jobs submitted, {done}/{len(states)} cells done, {len(failed)} failed "
+          f"(results in {out}; status: patchbench status MATRIX --out {out}; table: patchbench report {out})")
+    if failed:
+        print(f"failed cells are not resubmitted by run: patchbench resubmit MATRIX --failed")
+    finished = executor != "slurm" or waited
+    return 1 if failed and finished else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .orchestrator import cell_state, plan
+
+    matrix, out = _load(args)
+    _, statuses = plan(matrix, out)
+    print(tabulate(_status_rows(matrix, statuses), headers=HEADERS, tablefmt="github"))
+    counts: dict[str, int] = {}
+    for st in statuses.values():
+        state = cell_state(st)
+        counts[state] = counts.get(state, 0) + 1
+    print("\n" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return 0
+
+
+def cmd_resubmit(args: argparse.Namespace) -> int:
+    from .orchestrator import submit
+
+    matrix, out = _load(args)
+    todo = submit(matrix, out, args.executor, "failed" if args.failed else "missing", wait_for_jobs=args.wait)
+    return _summary(matrix, out, todo, args.executor, args.wait)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from .orchestrator import cancel
+
+    matrix, out = _load(args)
+    print(f"{matrix.name}: {cancel(matrix, out)} jobs cancelled")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from patchbench.reports import collect, write_tables
 
+    from .fairness import check_results_folder
+
     results = Path(args.results)
     if not results.is_dir():
         raise ConfigError(f"no results folder at {results}; run a matrix first (patchbench run MATRIX)")
+    check_results_folder(results)
     long = collect(results)
     if long.empty:
         raise ConfigError(f"no result records under {results}; run a matrix first (patchbench run MATRIX)")
@@ -71,13 +146,27 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="list the datasets and whether their files are present")
     d.add_argument("--data-root", default=None, help="folder holding on-disk datasets (default $PATCHBENCH_DATA or ./data)")
     d.set_defaults(func=cmd_datasets)
-    r = sub.add_parser("run", help="run every cell of a matrix that is not done yet")
-    r.add_argument("matrix", help="a matrix YAML file, e.g. benchmark/matrices/demo.yaml")
-    r.add_argument("--executor", choices=("debug", "local"), default="local")
-    r.add_argument("--out", default=None, help="results folder (default results/<matrix name>)")
-    r.add_argument("--data-root", default=None)
-    r.add_argument("--dry-run", action="store_true", help="print every cell, its run id and state; run nothing")
-    r.set_defaults(func=cmd_run)
+    def matrix_command(name: str, help: str, func, executor: bool = False) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("matrix", help="a matrix YAML file, e.g. benchmark/matrices/demo.yaml")
+        c.add_argument("--out", default=None, help="results folder (default results/<matrix name>)")
+        c.add_argument("--data-root", default=None)
+        if executor:
+            c.add_argument("--executor", choices=EXECUTORS, default="local",
+                           help="slurm: submit and return (unless --wait); local/debug: run here, in order")
+            c.add_argument("--wait", action="store_true", help="on SLURM, wait until every job has ended")
+        c.set_defaults(func=func)
+        return c
+
+    r = matrix_command("run", "submit every cell of a matrix that is not done, running or failed", cmd_run, True)
+    r.add_argument("--dry-run", action="store_true",
+                   help="print every cell, its run id, state and the jobs that would be submitted; submit nothing")
+    matrix_command("status", "every cell's state, failure reason and job ids", cmd_status)
+    rs = matrix_command("resubmit", "submit the failed (or the missing) cells again", cmd_resubmit, True)
+    which = rs.add_mutually_exclusive_group(required=True)
+    which.add_argument("--failed", action="store_true", help="cells whose pretraining or evaluation failed")
+    which.add_argument("--missing", action="store_true", help="cells never submitted or interrupted (as run)")
+    matrix_command("cancel", "cancel the matrix's pending and running SLURM jobs", cmd_cancel)
     rep = sub.add_parser("report", help="print and write the results table of a results folder")
     rep.add_argument("results", help="e.g. results/demo")
     rep.set_defaults(func=cmd_report)

@@ -1,8 +1,9 @@
 """The run config: the fully resolved settings of one cell (``RunSpec``) and its run id.
 
 The run id is a short hash of the canonical resolved config (method defaults filled in), so the same cell always
-maps to the same folder and a changed cell is a new run. Where the data lives (``data_root``) is not part of a
-cell's identity and is left out of the hash.
+maps to the same folder and a changed cell is a new run. Left out of the hash: where the data lives and how the run
+executes (``runtime``), which evaluations to run on it (adding one to a matrix evaluates the existing runs, it
+does not pretrain them again), and the ablation's name (a label; its overrides are in the resolved config).
 """
 
 from __future__ import annotations
@@ -77,7 +78,14 @@ class RunSpec:
     view_kwargs: dict[str, Any] = field(default_factory=dict)
     objective_kwargs: dict[str, Any] = field(default_factory=dict)
     knn: KnnConfig = field(default_factory=KnnConfig)
+    evaluations: tuple[str, ...] = ("knn",)
+    ablation: str | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    @property
+    def label(self) -> str:
+        """The row name in tables: the method, and the ablation where the cell is one."""
+        return self.method if self.ablation is None else f"{self.method}/{self.ablation}"
 
     @property
     def is_reference(self) -> bool:
@@ -89,7 +97,8 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """The canonical resolved config that the run id hashes."""
         d = to_dict(self)
-        d.pop("runtime")
+        for key in ("runtime", "evaluations", "ablation"):
+            d.pop(key)
         if self.is_reference:  # nothing is trained: only what the evaluation sees matters
             for key in ("budget", "optim", "view", "objective", "view_kwargs", "objective_kwargs"):
                 d.pop(key)
@@ -130,21 +139,22 @@ def _strict(cls: type, values: dict[str, Any] | None, where: str) -> Any:
 def make_spec(*, matrix: str, method: str, dataset: str, seed: int, image_size: int,
               backbone: dict | None = None, budget: dict | None = None, optim: dict | None = None,
               view: str | None = None, objective: str | None = None, view_kwargs: dict | None = None,
-              objective_kwargs: dict | None = None, knn: dict | None = None, runtime: dict | None = None) -> RunSpec:
+              objective_kwargs: dict | None = None, knn: dict | None = None, runtime: dict | None = None,
+              evaluations: tuple[str, ...] = ("knn",), ablation: str | None = None) -> RunSpec:
     """Resolve one cell: fill in the method's paper defaults and check every name and key."""
     backbone_cfg = _strict(BackboneConfig, {"img_size": image_size, **(backbone or {})}, "backbone")
+    common = dict(matrix=matrix, method=method, dataset=dataset, seed=seed, backbone=backbone_cfg,
+                  knn=_strict(KnnConfig, knn, "knn"), evaluations=tuple(evaluations), ablation=ablation,
+                  runtime=_strict(RuntimeConfig, runtime, "runtime"))
     if method in REFERENCES:
-        return RunSpec(matrix=matrix, method=method, dataset=dataset, seed=seed, backbone=backbone_cfg,
-                       knn=_strict(KnnConfig, knn, "knn"), runtime=_strict(RuntimeConfig, runtime, "runtime"))
+        return RunSpec(**common)
     spec = METHODS.get(method)
     view_name, view_kw, objective_name, objective_kw = resolve_choice(
         MethodChoice(method, view, objective, view_kwargs or {}, objective_kwargs or {}))
     return RunSpec(
-        matrix=matrix, method=method, dataset=dataset, seed=seed, backbone=backbone_cfg,
-        budget=_strict(BudgetConfig, budget, "budget"),
+        **common, budget=_strict(BudgetConfig, budget, "budget"),
         optim=_strict(OptimConfig, {**spec.optim_defaults, **(optim or {})}, f"optim of {method}"),
-        view=view_name, objective=objective_name, view_kwargs=to_dict(view_kw), objective_kwargs=to_dict(objective_kw),
-        knn=_strict(KnnConfig, knn, "knn"), runtime=_strict(RuntimeConfig, runtime, "runtime"))
+        view=view_name, objective=objective_name, view_kwargs=to_dict(view_kw), objective_kwargs=to_dict(objective_kw))
 
 
 def spec_from_dict(d: dict[str, Any]) -> RunSpec:
@@ -156,4 +166,5 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         budget=_strict(BudgetConfig, d.get("budget"), "budget"), optim=_strict(OptimConfig, d.get("optim"), "optim"),
         view=d.get("view"), objective=d.get("objective"), view_kwargs=d.get("view_kwargs") or {},
         objective_kwargs=d.get("objective_kwargs") or {}, knn=_strict(KnnConfig, d.get("knn"), "knn"),
+        evaluations=tuple(d.get("evaluations") or ("knn",)), ablation=d.get("ablation"),
         runtime=_strict(RuntimeConfig, d.get("runtime"), "runtime"))

@@ -71,7 +71,7 @@ def knn_record(spec: RunSpec, run: RunDir) -> dict[str, Any]:
     train_info = json.loads(summary.read_text()) if summary.exists() else {}
     cost_keys = ("images_per_s", "wall_s", "peak_memory_mb", "device_name")
     return {
-        "run_id": spec.run_id, "matrix": spec.matrix, "method": spec.method, "dataset": spec.dataset,
+        "run_id": spec.run_id, "matrix": spec.matrix, "method": spec.label, "dataset": spec.dataset,
         "backbone": f"vit-{spec.backbone.size}/{spec.backbone.patch_size}", "seed": spec.seed, "eval": "knn",
         "eval_protocol": "dino-knn: L2-normalised features, cosine, exp(s/T)-weighted vote; bank = train split, "
                          "queries = test split, native resolution",
@@ -84,3 +84,6 @@ def knn_record(spec: RunSpec, run: RunDir) -> dict[str, Any]:
         "cost": {k: train_info.get(k) for k in cost_keys},
         "provenance": provenance(),
     }
+
+
+EVALUATIONS: dict[str, Callable[[RunSpec, RunDir], dict[str, Any]]] = {"knn": knn_record}

@@ -1,27 +1,36 @@
-"""Matrix files: what varies and what is held fixed, expanded into one ``RunSpec`` per cell.
+"""Matrix files: what is held fixed, what varies, and the jobs' SLURM resources, expanded into one cell per run.
 
 ```yaml
-name: demo
+name: demo                   # results go to results/<name>
 fixed:                       # held fixed across every cell
+  dataset: shapes            # or vary.datasets (a key may not be both fixed and varied)
   backbone: {size: nano, patch_size: 4}
   budget: {epochs: 30, batch_size: 128}
-  knn: {k: [10, 20], temperature: 0.07}
-vary:
+  evaluations: {knn: {k: [10, 20], temperature: 0.07}}
+vary:                        # the declared axes: cells differ only on these
   methods: [dino]            # registered methods
-  references: [random-init, raw-pixels]
-  datasets: [shapes, digits]
+  references: [random-init, raw-pixels]   # evaluation-only rows
   seeds: [0, 1]
-methods:                     # per-method settings (ablation overrides and budget-matched recipes)
+  ablations:                 # named overrides applied to every method cell (empty: the method as configured)
+    base: {}
+    no-locals: {view_kwargs: {n_local: 0}}
+methods:                     # per-method settings (budget-matched recipes): view, objective, *_kwargs, optim, slurm
   dino: {objective_kwargs: {out_dim: 1024}, optim: {lr: 1e-3}}
+slurm: {partition: gpu, gpus_per_node: 4, nodes: 1, cpus_per_task: 8, mem: 64G, time: "12:00:00",
+        eval: {gpus_per_node: 1, time: 60}}
 runtime: {checkpoint_interval_min: 5}
 ```
 
-Every name and key is checked before anything runs; the message names the problem and the fix.
+An ablation may override ``view``, ``objective``, ``view_kwargs``, ``objective_kwargs``, ``optim``, ``backbone`` and
+``budget``; one that swaps the view (objective) starts from that component's defaults, so the method section's
+``view_kwargs`` (``objective_kwargs``) do not carry over. Every name and key is checked, and the cells are checked
+for fairness (:mod:`.fairness`), before anything runs; the message names the problem and the fix.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +41,43 @@ from patchbench.methods import METHODS, OBJECTIVES, VIEWS, resolve_choice
 from patchbench.methods.build import MethodChoice
 
 from .config import REFERENCES, ConfigError, RunSpec, make_spec
+from .evaluate import EVALUATIONS
+from .fairness import check_fair
+from .resources import SLURM_KEYS, SlurmResources, eval_resources, resources
 
-TOP_KEYS = ("name", "fixed", "vary", "methods", "runtime")
-FIXED_KEYS = ("backbone", "budget", "knn")
-VARY_KEYS = ("methods", "references", "datasets", "seeds")
-METHOD_KEYS = ("view", "objective", "view_kwargs", "objective_kwargs", "optim")
+TOP_KEYS = ("name", "fixed", "vary", "methods", "slurm", "runtime")
+FIXED_KEYS = ("dataset", "backbone", "budget", "evaluations")
+VARY_KEYS = ("methods", "references", "datasets", "seeds", "ablations")
+BOTH_WAYS = {"dataset": "datasets"}  # fixed key -> its vary key
+METHOD_KEYS = ("view", "objective", "view_kwargs", "objective_kwargs", "optim", "slurm")
+ABLATION_KEYS = ("view", "objective", "view_kwargs", "objective_kwargs", "optim", "backbone", "budget")
 
 
-def _check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
+@dataclass(frozen=True)
+class Cell:
+    """One run and the resources of its pretraining and evaluation jobs."""
+
+    spec: RunSpec
+    pretrain: SlurmResources
+    evaluate: SlurmResources
+
+
+@dataclass(frozen=True)
+class Matrix:
+    name: str
+    cells: list[Cell]
+    ablations: dict[str, dict[str, Any]]  # declared overrides, for the fairness check of collected runs
+
+    @property
+    def specs(self) -> list[RunSpec]:
+        return [c.spec for c in self.cells]
+
+    def declaration(self) -> dict[str, Any]:
+        """What ``results/<name>/matrix.json`` keeps: the declared ablations and the cells' run ids."""
+        return {"name": self.name, "ablations": self.ablations, "run_ids": [c.spec.run_id for c in self.cells]}
+
+
+def check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
     if d is None:
         return {}
     if not isinstance(d, dict):
@@ -52,8 +90,16 @@ def _check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
     return d
 
 
-def load_matrix(path: str | Path, data_root: str | None = None) -> tuple[str, list[RunSpec]]:
-    """(matrix name, run specs), validated: names, keys, pairings and dataset files."""
+def _as_list(value: Any, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list, e.g. [{value}]")
+    return value
+
+
+def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
+    """The validated, expanded matrix: names, keys, pairings, dataset files and fairness are all checked."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"matrix file not found: {path}")
@@ -61,60 +107,103 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> tuple[str, li
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    raw = _check_keys(raw, TOP_KEYS, str(path))
+    raw = check_keys(raw, TOP_KEYS, str(path))
     name = raw.get("name")
     if not name or not isinstance(name, str):
         raise ConfigError(f"{path}: give the matrix a 'name' (its results go to results/<name>)")
-    fixed = _check_keys(raw.get("fixed"), FIXED_KEYS, f"{path}: fixed")
-    vary = _check_keys(raw.get("vary"), VARY_KEYS, f"{path}: vary")
-    for method in vary.get("methods") or []:
-        METHODS.get(method)  # unknown names fail here, with a did-you-mean
-    per_method = _check_keys(raw.get("methods"), tuple(vary.get("methods") or ()),
-                             f"{path}: methods (settings for a method not listed in vary.methods)")
-    runtime = dict(raw.get("runtime") or {})
-    if data_root is not None:
-        runtime["data_root"] = data_root
+    fixed = check_keys(raw.get("fixed"), FIXED_KEYS, f"{path}: fixed")
+    vary = check_keys(raw.get("vary"), VARY_KEYS, f"{path}: vary")
+    for fixed_key, vary_key in BOTH_WAYS.items():
+        if fixed_key in fixed and vary_key in vary:
+            raise ConfigError(f"{path}: '{fixed_key}' is both fixed (fixed.{fixed_key}) and varied "
+                              f"(vary.{vary_key}); keep one of them")
 
-    methods, references = list(vary.get("methods") or []), list(vary.get("references") or [])
-    datasets, seeds = list(vary.get("datasets") or []), list(vary.get("seeds") or [0])
+    methods = _as_list(vary.get("methods"), f"{path}: vary.methods")
+    references = _as_list(vary.get("references"), f"{path}: vary.references")
+    datasets = [fixed["dataset"]] if "dataset" in fixed else _as_list(vary.get("datasets"), f"{path}: vary.datasets")
+    seeds = _as_list(vary.get("seeds"), f"{path}: vary.seeds") or [0]
+    ablations = check_keys(vary.get("ablations"), tuple(map(str, (vary.get("ablations") or {}))),
+                           f"{path}: vary.ablations")
+    for method in methods:
+        METHODS.get(method)  # unknown names fail here, with a did-you-mean
+    for ref in references:
+        if ref not in REFERENCES:
+            close = difflib.get_close_matches(str(ref), REFERENCES, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{path}: unknown reference '{ref}'.{hint} References are {', '.join(REFERENCES)}")
     if not methods and not references:
         raise ConfigError(f"{path}: vary.methods (or vary.references) lists nothing to run")
     if not datasets:
-        raise ConfigError(f"{path}: vary.datasets lists no dataset")
-    for ref in references:
-        if ref not in REFERENCES:
-            raise ConfigError(f"{path}: unknown reference '{ref}'; references are {', '.join(REFERENCES)}")
+        raise ConfigError(f"{path}: no dataset; set fixed.dataset or vary.datasets")
+    if len(set(map(str, seeds))) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: vary.seeds must be distinct integers, got {seeds}")
+    for ablation, overrides in ablations.items():
+        check_keys(overrides, ABLATION_KEYS, f"{path}: vary.ablations.{ablation}")
+    per_method = check_keys(raw.get("methods"), tuple(methods),
+                            f"{path}: methods (settings for a method not listed in vary.methods)")
+    for m in methods:
+        check_keys(per_method.get(m), METHOD_KEYS, f"{path}: methods.{m}")
+
+    evaluations = check_keys(fixed.get("evaluations") or {"knn": {}}, tuple(EVALUATIONS), f"{path}: fixed.evaluations")
+    slurm = check_keys(raw.get("slurm"), SLURM_KEYS + ("eval",), f"{path}: slurm")
+    base_resources = {k: v for k, v in slurm.items() if k != "eval"}
+    eval_override = check_keys(slurm.get("eval"), SLURM_KEYS, f"{path}: slurm.eval")
+    runtime = dict(raw.get("runtime") or {})
+    if data_root is not None:
+        runtime["data_root"] = data_root
     sources = {d: build_dataset(d, runtime.get("data_root")) for d in datasets}
     for source in sources.values():
         source.check()
-    for m in methods:
-        settings = _check_keys(per_method.get(m), METHOD_KEYS, f"{path}: methods.{m}")
-        choice = MethodChoice(m, settings.get("view"), settings.get("objective"), settings.get("view_kwargs") or {},
-                              settings.get("objective_kwargs") or {})
-        for source in sources.values():
-            check_pairing(choice, int((fixed.get("backbone") or {}).get("patch_size", 4)), source)
 
-    specs = []
+    cells = []
     for dataset in datasets:
+        source = sources[dataset]
         for method in methods + references:
             settings = per_method.get(method) or {}
-            for seed in seeds:
-                specs.append(make_spec(
-                    matrix=name, method=method, dataset=dataset, seed=int(seed),
-                    image_size=sources[dataset].image_size, backbone=fixed.get("backbone"),
-                    budget=fixed.get("budget"), knn=fixed.get("knn"), optim=settings.get("optim"),
-                    view=settings.get("view"), objective=settings.get("objective"),
-                    view_kwargs=settings.get("view_kwargs"), objective_kwargs=settings.get("objective_kwargs"),
-                    runtime=runtime))
-    return name, specs
+            pretrain = resources(base_resources, settings.get("slurm"), f"{path}: slurm of {method}")
+            evaluate = eval_resources(pretrain, eval_override, f"{path}: slurm.eval")
+            variants = ablations.items() if ablations and method in methods else [(None, {})]
+            for ablation, overrides in variants:
+                cell = apply_ablation(settings, overrides or {}, fixed)
+                if method in methods:
+                    check_pairing(method, cell, source)
+                for seed in seeds:
+                    spec = make_spec(
+                        matrix=name, method=method, dataset=dataset, seed=int(seed), image_size=source.image_size,
+                        backbone=cell["backbone"], budget=cell["budget"], knn=evaluations.get("knn"),
+                        optim=cell.get("optim"), view=cell.get("view"), objective=cell.get("objective"),
+                        view_kwargs=cell.get("view_kwargs"), objective_kwargs=cell.get("objective_kwargs"),
+                        runtime=runtime, evaluations=tuple(evaluations), ablation=ablation)
+                    cells.append(Cell(spec, pretrain, evaluate))
+    declared = {a: dict(o or {}) for a, o in ablations.items()}
+    check_fair([c.spec for c in cells], declared)
+    return Matrix(name, cells, declared)
 
 
-def check_pairing(choice: MethodChoice, patch_size: int, source: DatasetSource) -> None:
+def apply_ablation(settings: dict[str, Any], overrides: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """A cell's method settings, backbone and budget: the method section, then the ablation's overrides."""
+    cell = {k: settings.get(k) for k in ("view", "objective", "view_kwargs", "objective_kwargs", "optim")}
+    cell["backbone"], cell["budget"] = fixed.get("backbone"), fixed.get("budget")
+    for component in ("view", "objective"):
+        if overrides.get(component) is not None and overrides[component] != cell[component]:
+            cell[f"{component}_kwargs"] = None
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cell.get(key), dict):
+            cell[key] = {**cell[key], **value}
+        else:
+            cell[key] = value
+    return cell
+
+
+def check_pairing(method: str, cell: dict[str, Any], source: DatasetSource) -> None:
     """Build the cell's view strategy (cheap) and let its objective refuse it if incompatible."""
+    choice = MethodChoice(method, cell.get("view"), cell.get("objective"), cell.get("view_kwargs") or {},
+                          cell.get("objective_kwargs") or {})
     view_name, view_kwargs, objective_name, _ = resolve_choice(choice)
+    patch_size = int((cell.get("backbone") or {}).get("patch_size", 4))
     try:
         view = VIEWS.get(view_name)(image_size=source.image_size, patch_size=patch_size, mean=source.mean,
                                     std=source.std, **view_kwargs)
-    except ValueError as err:
-        raise ConfigError(f"method '{choice.method}' on dataset '{source.name}': {err}") from None
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"method '{method}' on dataset '{source.name}': {err}") from None
     OBJECTIVES.get(objective_name).check_views(view)

@@ -78,8 +78,14 @@ class RunDir:
         return self.path / "train_summary.json"
 
     @property
-    def state_file(self) -> Path:
-        return self.path / "state.json"
+    def jobs_file(self) -> Path:
+        """Submissions, written only by the orchestrator: stage → [{attempt, job_id, executor, folder, time}]."""
+        return self.path / "jobs.json"
+
+    def state_file(self, stage: str) -> Path:
+        """The state of one stage (``pretrain`` or an evaluation), written by its job (or by the orchestrator for
+        a job that died without writing it)."""
+        return self.path / "state" / f"{stage}.json"
 
     @property
     def results(self) -> Path:
@@ -91,17 +97,43 @@ class RunDir:
     def read_spec(self) -> RunSpec:
         return spec_from_dict(yaml.safe_load(self.spec_file.read_text()))
 
-    def state(self) -> dict[str, Any]:
-        if not self.state_file.exists():
-            return {"state": "planned"}
-        return json.loads(self.state_file.read_text())
+    def submissions(self) -> dict[str, list[dict[str, Any]]]:
+        return json.loads(self.jobs_file.read_text()) if self.jobs_file.exists() else {}
 
-    def set_state(self, state: str, **info: Any) -> None:
+    def add_submission(self, stage: str, job_id: str, executor: str, folder: str) -> int:
+        """Record a submission of ``stage``; return its attempt number (1, 2, ...)."""
+        subs = self.submissions()
+        attempt = len(subs.get(stage, [])) + 1
+        subs.setdefault(stage, []).append({"attempt": attempt, "job_id": job_id, "executor": executor,
+                                           "folder": folder, "time": time.time()})
+        atomic_write_json(self.jobs_file, subs)
+        return attempt
+
+    def next_attempt(self, stage: str) -> int:
+        return len(self.submissions().get(stage, [])) + 1
+
+    def stage_state(self, stage: str) -> dict[str, Any]:
+        path = self.state_file(stage)
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def set_stage_state(self, stage: str, state: str, attempt: int, **info: Any) -> None:
         if state not in STATES:
             raise ValueError(f"unknown state {state}")
         if state == "failed" and info.get("reason") not in FAILURE_REASONS:
             raise ValueError(f"a failure needs a reason among {FAILURE_REASONS}")
-        atomic_write_json(self.state_file, {"state": state, "time": time.time(), **info})
+        atomic_write_json(self.state_file(stage), {"state": state, "attempt": attempt, "time": time.time(), **info})
+
+    def stage_status(self, stage: str) -> dict[str, Any]:
+        """The stage's state merged with its latest submission: what the job last wrote if it wrote it for that
+        attempt, else ``submitted`` (or ``planned`` when it was never submitted)."""
+        subs = self.submissions().get(stage, [])
+        state = self.stage_state(stage)
+        if not subs:
+            return state or {"state": "planned"}
+        latest = subs[-1]
+        if state.get("attempt") == latest["attempt"]:
+            return {**latest, **state}
+        return {**latest, "state": "submitted"}
 
     def write_record(self, record: dict[str, Any]) -> Path:
         record = validate_record({"schema": SCHEMA_VERSION, **record})

@@ -7,6 +7,10 @@ clip each parameter's gradient, step AdamW, EMA-update the teacher. Views are dr
 uninterrupted one: checkpoints (atomic, every epoch and every ``checkpoint_interval_min`` minutes) hold the
 model, optimiser, position and RNG state. Losses are copied to the host every ``log_every`` steps, not every
 step; a non-finite loss fails the run as ``diverged`` at the step where it first appeared.
+
+Data-parallel runs (``ddp.py``) shard each batch's views over the ranks; rank 0 writes the log and checkpoints.
+A ``stop`` callable (the preemption signal, see ``jobs.py``) is polled at every batch boundary: when it fires, a
+checkpoint is saved there and :class:`Preempted` is raised, so the job can be requeued and resume exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import math
 import resource
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,12 +29,22 @@ from tqdm import tqdm
 
 from patchbench.datasets import ImageSet, build_dataset
 from patchbench.methods import Progress, SSLMethod, Views, build_method
+from patchbench.methods.distributed import all_reduce_mean
 
+from . import ddp
 from .config import RunSpec
 from .optim import clip_per_parameter, cosine_schedule, param_groups
 from .store import RunDir, atomic_torch_save, atomic_write_json
 
 COLLAPSE_KL = 1e-2  # nats: a student–teacher KL this small at the end of training means a collapsed run
+
+
+class Preempted(Exception):
+    """Training stopped on request after saving a checkpoint at (epoch, batch)."""
+
+    def __init__(self, epoch: int, batch: int):
+        super().__init__(f"stopped on request; checkpoint saved at epoch {epoch}, batch {batch}")
+        self.epoch, self.batch = epoch, batch
 
 
 class Diverged(RuntimeError):
@@ -84,7 +98,8 @@ class TrainLog:
 
     def __init__(self, run: RunDir, resume_step: int):
         self.path = run.train_log
-        if self.path.exists():
+        self.writer = ddp.rank() == 0
+        if self.writer and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line and json.loads(line)["step"] < resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
@@ -98,28 +113,34 @@ class TrainLog:
         if not self.pending:
             return []
         keys = list(self.pending[0][1])
-        values = torch.stack([torch.stack([l[k].float() for k in keys]) for _, l in self.pending]).cpu().tolist()
+        values = torch.stack([torch.stack([l[k].float() for k in keys]) for _, l in self.pending])
+        values = all_reduce_mean(values).cpu().tolist()  # the global batch's losses on every rank
         rows = [{**info, **dict(zip(keys, vals))} for (info, _), vals in zip(self.pending, values)]
         self.pending.clear()
-        with self.path.open("a") as f:
-            for row in rows:
-                if not math.isfinite(row["loss"]):
-                    raise Diverged(row["step"], row["epoch"])
-                f.write(json.dumps(row) + "\n")
+        bad = next((row for row in rows if not math.isfinite(row["loss"])), None)
+        if self.writer:
+            with self.path.open("a") as f:
+                for row in rows[:rows.index(bad) if bad else None]:
+                    f.write(json.dumps(row) + "\n")
+        if bad is not None:
+            raise Diverged(bad["step"], bad["epoch"])
         return rows
 
 
 def optimizer_step(method: SSLMethod, optimizer: torch.optim.Optimizer, params: list[tuple[str, torch.nn.Parameter]],
                    views: Views, progress: Progress, substep: int, *, lr: float, weight_decay: float,
-                   momentum: float, clip_grad: float) -> dict[str, torch.Tensor]:
-    """One optimiser step of ``method`` on ``views``, then the EMA update of its teacher; returns the losses."""
+                   momentum: float, clip_grad: float,
+                   training_step: Callable[[Views, Progress, int], dict[str, torch.Tensor]] | None = None,
+                   ) -> dict[str, torch.Tensor]:
+    """One optimiser step of ``method`` on ``views``, then the EMA update of its teacher; returns the losses.
+    ``training_step`` replaces ``method.training_step`` (the DDP-wrapped step of ``ddp.wrap``)."""
     for i, group in enumerate(optimizer.param_groups):
         group["lr"] = lr
         if i == 0:  # only the first group decays (DINO's get_params_groups)
             group["weight_decay"] = weight_decay
     device_type = views.crops[0].device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
-        losses = method.training_step(views, progress, substep)
+        losses = (training_step or method.training_step)(views, progress, substep)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     method.objective.after_backward(progress)
@@ -138,12 +159,18 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def pretrain(spec: RunSpec, run: RunDir) -> dict[str, Any]:
-    """Train ``spec`` in ``run`` (resuming from its checkpoint if any); return the train summary."""
-    device = pick_device(spec.runtime.device)
+def pretrain(spec: RunSpec, run: RunDir, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train ``spec`` in ``run`` (resuming from its checkpoint if any); return the train summary.
+
+    Raises :class:`Preempted` after checkpointing when ``stop()`` turns true, :class:`Diverged` on a non-finite loss.
+    """
+    device = ddp.training_device(spec.runtime.device)
     method, source = build_for_spec(spec, device)
     data = source.load("train")
     batch_size, epochs = spec.budget.batch_size, spec.budget.epochs
+    rank, world = ddp.rank(), ddp.world_size()
+    if batch_size % world:
+        raise ValueError(f"batch size {batch_size} cannot be split over {world} GPUs; use a multiple of {world}")
     batches_per_epoch = len(data) // batch_size
     if batches_per_epoch == 0:
         raise ValueError(f"batch size {batch_size} exceeds the {len(data)} training images of '{spec.dataset}'")
@@ -163,20 +190,25 @@ def pretrain(spec: RunSpec, run: RunDir) -> dict[str, Any]:
         method.load_state_dict(ckpt["method"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        torch.set_rng_state(ckpt["rng"])
+        rngs = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+        torch.set_rng_state(rngs[rank] if len(rngs) == world else ckpt["rng"])
         if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
-        print(f"resumed from checkpoint at epoch {start_epoch}, batch {start_batch} (step {step})", flush=True)
+        if rank == 0:
+            print(f"resumed from checkpoint at epoch {start_epoch}, batch {start_batch} (step {step})", flush=True)
     log = TrainLog(run, resume_step=step)
+    training_step = ddp.wrap(method, device)
 
     def save_checkpoint(epoch: int, batch: int) -> None:
         log.flush()  # never checkpoint past a non-finite loss
-        atomic_torch_save(run.checkpoint, {
-            "method": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "batch": batch,
-            "step": step, "rng": torch.get_rng_state(), "run_id": spec.run_id,
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+        rngs = ddp.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
+        if rank == 0:
+            atomic_torch_save(run.checkpoint, {
+                "method": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "batch": batch,
+                "step": step, "rng": rngs[0], "rng_per_rank": rngs, "run_id": spec.run_id,
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
 
-    interactive = sys.stderr.isatty()
+    interactive = sys.stderr.isatty() and rank == 0
     bar = tqdm(total=epochs * steps_per_epoch, initial=step, disable=not interactive, desc=spec.method)
     images_seen, started, last_checkpoint = 0, time.perf_counter(), time.monotonic()
     method.train()
@@ -187,11 +219,12 @@ def pretrain(spec: RunSpec, run: RunDir) -> dict[str, Any]:
                                              start=first):
             images = images.to(device, non_blocking=True)
             views = method.make_views(images, view_generator(spec.seed, epoch * batches_per_epoch + batch_index))
+            views = ddp.shard_views(views, rank, world)
             for substep in range(method.steps_per_batch):
                 progress = Progress(epoch=epoch, step=step, total_epochs=epochs, steps_per_epoch=steps_per_epoch)
                 losses = optimizer_step(method, optimizer, params, views, progress, substep, lr=float(lr[step]),
                                         weight_decay=float(wd[step]), momentum=float(momentum[step]),
-                                        clip_grad=o.clip_grad)
+                                        clip_grad=o.clip_grad, training_step=training_step)
                 log.add({"step": step, "epoch": epoch, "lr": float(lr[step]), "wd": float(wd[step]),
                          "momentum": float(momentum[step])}, losses)
                 step += 1
@@ -199,19 +232,27 @@ def pretrain(spec: RunSpec, run: RunDir) -> dict[str, Any]:
             images_seen += len(images)
             if len(log.pending) >= spec.runtime.log_every:
                 rows = log.flush()
-                if rows and not interactive:
+                if rows and not interactive and rank == 0:
                     print(f"epoch {epoch + 1}/{epochs} step {step}/{epochs * steps_per_epoch} "
                           f"loss {rows[-1]['loss']:.4f}", flush=True)
-            if time.monotonic() - last_checkpoint >= spec.runtime.checkpoint_interval_min * 60:
+            stopping, due = ddp.any_rank(
+                stop is not None and stop(),
+                time.monotonic() - last_checkpoint >= spec.runtime.checkpoint_interval_min * 60)
+            if stopping or due:
                 save_checkpoint(epoch, batch_index + 1)
                 last_checkpoint = time.monotonic()
+            if stopping:
+                bar.close()
+                raise Preempted(epoch, batch_index + 1)
         save_checkpoint(epoch + 1, 0)
         last_checkpoint = time.monotonic()
     bar.close()
     wall = time.perf_counter() - started
+    if rank != 0:
+        return {}
     summary = summarise(run, epochs, steps_per_epoch)
     summary.update(images_per_s=images_seen / wall if images_seen else None, wall_s=wall,
-                   peak_memory_mb=peak_memory_mb(device), device=str(device),
+                   peak_memory_mb=peak_memory_mb(device), device=str(device), world_size=world,
                    device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
     atomic_write_json(run.train_summary, summary)
     return summary

@@ -95,7 +95,7 @@ def test_tiny_matrix_end_to_end_then_nothing_reruns(tmp_path, capsys):
     matrix = write_matrix(tmp_path, TINY)
     out = tmp_path / "results"
     assert main(["run", str(matrix), "--executor", "debug", "--out", str(out)]) == 0
-    assert "3 run, 0 already done, 0 failed" in capsys.readouterr().out
+    assert "tiny: 4 jobs submitted, 3/3 cells done, 0 failed" in capsys.readouterr().out
     assert main(["report", str(out)]) == 0
     table = capsys.readouterr().out
     for row in ("| dino ", "| random-init ", "| raw-pixels "):
@@ -103,4 +103,4 @@ def test_tiny_matrix_end_to_end_then_nothing_reruns(tmp_path, capsys):
     assert "digits knn top1_k20" in table
     assert (out / "tables" / "table.csv").exists()
     assert main(["run", str(matrix), "--executor", "debug", "--out", str(out)]) == 0
-    assert "0 run, 3 already done" in capsys.readouterr().out
+    assert "tiny: 0 jobs submitted, 3/3 cells done, 0 failed" in capsys.readouterr().out

@@ -1,0 +1,73 @@
+"""The fairness check: cells compared in one table differ only on declared varied axes.
+
+Declared axes are the method (with its section of per-method settings), the dataset (which sets the image size),
+the seed and the named ablations (each only on the keys it overrides). Everything else a run's result depends on
+(backbone, pretraining budget, evaluation settings) must be identical. Run at expansion, and again when ``report``
+collects runs, where stale runs from an earlier version of the matrix would otherwise share the table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from patchbench.reports.schema import RUN_RESULTS_DIR
+
+from .config import ConfigError, RunSpec, to_dict
+
+
+def held_fixed(spec: RunSpec, ablations: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The settings of ``spec`` that must match across a table (flattened to dotted keys)."""
+    d = to_dict(spec)
+    fixed = {"matrix": d["matrix"], "backbone": {k: v for k, v in d["backbone"].items() if k != "img_size"},
+             "knn": d["knn"]}
+    if not spec.is_reference:
+        fixed["budget"] = d["budget"]
+    overridden = set(ablations.get(spec.ablation) or {}) if spec.ablation is not None else set()
+    flat = _flatten(fixed)
+    return {k: v for k, v in flat.items() if k.split(".")[0] not in overridden}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_fair(specs: Iterable[RunSpec], ablations: dict[str, dict[str, Any]]) -> None:
+    """Raise :class:`ConfigError` naming two cells and the setting they differ on, or two cells that coincide."""
+    seen: dict[str, RunSpec] = {}
+    reference: dict[str, tuple[Any, RunSpec]] = {}
+    for spec in specs:
+        other = seen.get(spec.run_id)
+        if other is not None and other.label != spec.label:
+            raise ConfigError(f"cells '{other.label}' and '{spec.label}' ({spec.dataset}, seed {spec.seed}) resolve to "
+                              f"the same run {spec.run_id}: the ablation changes nothing; drop one of them")
+        seen[spec.run_id] = spec
+        for key, value in held_fixed(spec, ablations).items():
+            if key not in reference:
+                reference[key] = (value, spec)
+                continue
+            first_value, first = reference[key]
+            if value != first_value:
+                raise ConfigError(
+                    f"unfair comparison: runs {first.run_id} ({first.label}, {first.dataset}, seed {first.seed}) and "
+                    f"{spec.run_id} ({spec.label}, {spec.dataset}, seed {spec.seed}) differ on '{key}' "
+                    f"({first_value!r} vs {value!r}), which is held fixed. Declare it as an ablation, or keep such "
+                    f"runs in separate results folders")
+
+
+def check_results_folder(results: Path) -> None:
+    """The fairness check over every run with a result record under ``results`` (ablations from the
+    ``matrix.json`` that ``run`` writes there)."""
+    from .store import RunDir  # the store imports the config; keep this module importable on its own
+
+    declaration = results / "matrix.json"
+    ablations = json.loads(declaration.read_text()).get("ablations", {}) if declaration.exists() else {}
+    runs = [RunDir(p.parent) for p in sorted(results.glob(f"*/{RUN_RESULTS_DIR}")) if any(p.glob("*.json"))]
+    check_fair([run.read_spec() for run in runs if run.spec_file.exists()], ablations)
