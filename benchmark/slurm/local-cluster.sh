@@ -77,13 +77,16 @@ stop_all_daemons() {
 
 # --- start ------------------------------------------------------------------------------------------------
 
-# wait_until SECONDS WHAT LOG COMMAND...: poll COMMAND every 0.2 s; on time-out show LOG's tail and fail.
+# wait_until SECONDS DAEMON WHAT LOG COMMAND...: poll COMMAND every 0.2 s while DAEMON lives; when DAEMON dies or
+# time runs out, show LOG's tail and fail.
 wait_until() {
-    local seconds="$1" what="$2" log="$3"; shift 3
-    local deadline=$((SECONDS + seconds))
+    local seconds="$1" daemon="$2" what="$3" log="$4"; shift 4
+    local deadline=$((SECONDS + seconds)) problem=""
     until "$@" > /dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            echo "local-cluster: timed out after ${seconds}s waiting for $what; last lines of $log:" >&2
+        daemon_alive "$daemon" || problem="$daemon exited"
+        ((SECONDS < deadline)) || problem="timed out after ${seconds}s"
+        if [[ -n "$problem" ]]; then
+            echo "local-cluster: $problem while waiting for $what; last lines of $log:" >&2
             tail -n 25 "$log" >&2 2>/dev/null || echo "(no log at $log)" >&2
             return 1
         fi
@@ -98,8 +101,14 @@ install_missing_packages() {
     done
     ((${#missing[@]} == 0)) && return 0
     say "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+    local log
+    log="$(mktemp)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}"; } > "$log" 2>&1; then
+        tail -n 25 "$log" >&2
+        die "installing ${missing[*]} failed (apt output above)"
+    fi
+    rm -f "$log"
 }
 
 fresh_state_dir() {
@@ -130,9 +139,9 @@ write_configs() {
 start_munge() {
     mungekey -c -k "$STATE/munge/munge.key"
     launch munged munged -F -S "$MUNGE_SOCK" --key-file="$STATE/munge/munge.key" \
-        --log-file="$STATE/log/munged.log" --pid-file="$STATE/munge-run/munged.pid" \
+        --pid-file="$STATE/munge-run/munged.pid" \
         --seed-file="$STATE/munge/munged.seed"
-    wait_until 10 munged "$STATE/log/munged.log" munge -S "$MUNGE_SOCK" -n
+    wait_until 10 munged munged "$STATE/log/munged.out" munge -S "$MUNGE_SOCK" -n
 }
 
 start_mariadb() {
@@ -141,7 +150,7 @@ start_mariadb() {
     launch mariadbd mariadbd --no-defaults --user=root --datadir="$STATE/mysql" --socket="$MYSQL_SOCK" \
         --pid-file="$STATE/mysql-run/mysqld.pid" --bind-address=127.0.0.1 --port="$MYSQL_PORT" \
         --skip-name-resolve --log-error="$STATE/log/mariadb.err"
-    wait_until 30 mariadbd "$STATE/log/mariadb.err" mariadb-admin --no-defaults -S "$MYSQL_SOCK" -uroot ping
+    wait_until 30 mariadbd mariadbd "$STATE/log/mariadb.err" mariadb-admin --no-defaults -S "$MYSQL_SOCK" -uroot ping
     mariadb --no-defaults -S "$MYSQL_SOCK" -uroot -e \
         "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
 }
@@ -179,11 +188,11 @@ start_cluster() {
     start_munge
     start_mariadb
     launch slurmdbd slurmdbd -D
-    wait_until 30 slurmdbd "$STATE/log/slurmdbd.log" sacctmgr -n list cluster
+    wait_until 30 slurmdbd slurmdbd "$STATE/log/slurmdbd.log" sacctmgr -n list cluster
     launch slurmctld slurmctld -D -f "$SLURM_CONF"
     launch slurmd slurmd -D -N "$NODE" -f "$SLURM_CONF"
-    wait_until 60 "node $NODE to be idle" "$STATE/log/slurmd.log" node_idle
-    wait_until 60 "a job step to run and reach accounting" "$STATE/log/slurmctld.log" job_step_runs_and_is_accounted
+    wait_until 60 slurmd "node $NODE to be idle" "$STATE/log/slurmd.log" node_idle
+    wait_until 60 slurmctld "a job step to run and reach accounting" "$STATE/log/slurmctld.log" job_step_runs_and_is_accounted
     trap - EXIT
     say "up: node $NODE, $(nproc) CPUs; partitions debug (default, preemptible) and urgent; state $STATE"
     say "clients and submitit need: source $STATE/env.sh"
