@@ -11,7 +11,7 @@
 # every start, so job ids restart at 1: give submitit a fresh folder per cluster start. Needs root (the daemons
 # run as root; apt-get installs). Ports 6817-6819 and MariaDB on $PATCHBENCH_SLURM_MYSQL_PORT (default 3307), so
 # one cluster per machine. Daemons run in the foreground under setsid; their PIDs (with the kernel start time,
-# so a reused PID is never killed) are in $STATE/run/<daemon>.bgpid. Spec: ../shared/specs/slurm-local.md.
+# so a reused PID is never killed) are in $STATE/run/<daemon>.bgpid.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -69,6 +69,11 @@ stop_daemon() {
         say "stopped $name (pid $pid)"
     fi
     rm -f "$record"
+}
+
+all_daemons_alive() {
+    local name
+    for name in "${STOP_ORDER[@]}"; do daemon_alive "$name" || return 1; done
 }
 
 stop_all_daemons() {
@@ -175,12 +180,12 @@ start_failed() {
 }
 
 start_cluster() {
-    [[ "$(id -u)" == 0 ]] || die "needs root (the daemons run as root, packages come from apt-get)"
-    if daemon_alive slurmctld; then
+    if all_daemons_alive; then
         say "already running (state $STATE)"
         return 0
     fi
-    stop_all_daemons  # leftovers of a half-started or crashed cluster
+    [[ "$(id -u)" == 0 ]] || die "needs root (the daemons run as root, packages come from apt-get)"
+    stop_cluster  # the survivors of a half-started or crashed cluster
     install_missing_packages
     fresh_state_dir
     write_configs
