@@ -1,0 +1,26 @@
+"""Shared fixtures. `slurm_cluster`: the local Slurm cluster of benchmark/slurm/local-cluster.sh, for `slurm` tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmark" / "slurm" / "local-cluster.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Path:
+    """The running local cluster's slurm.conf; SLURM_CONF is set so sbatch/sacct (and submitit) reach it.
+
+    Skips when the cluster is not up; `.ci/run` always starts it, so in CI these tests run.
+    """
+    status = subprocess.run([str(CLUSTER_SCRIPT), "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        pytest.skip(f"the local Slurm cluster is not running (start it as root: {CLUSTER_SCRIPT} start)")
+    env_line = subprocess.run([str(CLUSTER_SCRIPT), "env"], capture_output=True, text=True, check=True).stdout
+    slurm_conf = env_line.strip().removeprefix("export SLURM_CONF=")
+    os.environ["SLURM_CONF"] = slurm_conf
+    return Path(slurm_conf)
