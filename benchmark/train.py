@@ -269,6 +269,12 @@ def summarise(run: RunDir, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # python -m patchbench.benchmark.train RUN_DIR  (resumes if a checkpoint exists)
+    import os
     from pathlib import Path
+
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun-style environment: RANK, WORLD_SIZE, MASTER_ADDR/PORT
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     run = RunDir(Path(sys.argv[1]))
-    print(json.dumps(pretrain(run.read_spec(), run), indent=2))
+    summary = pretrain(run.read_spec(), run)
+    if ddp.rank() == 0:
+        print(json.dumps(summary, indent=2))
