@@ -122,8 +122,9 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
     references = _as_list(vary.get("references"), f"{path}: vary.references")
     datasets = [fixed["dataset"]] if "dataset" in fixed else _as_list(vary.get("datasets"), f"{path}: vary.datasets")
     seeds = _as_list(vary.get("seeds"), f"{path}: vary.seeds") or [0]
-    ablations = check_keys(vary.get("ablations"), tuple(map(str, (vary.get("ablations") or {}))),
-                           f"{path}: vary.ablations")
+    ablations = vary.get("ablations") or {}
+    if not isinstance(ablations, dict):
+        raise ConfigError(f"{path}: vary.ablations must map ablation names to overrides, e.g. {{base: {{}}}}")
     for method in methods:
         METHODS.get(method)  # unknown names fail here, with a did-you-mean
     for ref in references:

@@ -11,13 +11,14 @@ MATRICES = sorted((Path(__file__).resolve().parents[1] / "benchmark" / "matrices
 
 @pytest.mark.parametrize("path", MATRICES, ids=[p.stem for p in MATRICES])
 def test_shipped_matrix_expands(path):
-    name, specs = load_matrix(path)
-    assert name == path.stem
+    matrix = load_matrix(path)
+    specs = matrix.specs
+    assert matrix.name == path.stem
     assert len({s.run_id for s in specs}) == len(specs)
 
 
 def test_demo_matrix_cells():
-    _, specs = load_matrix(MATRICES[[p.stem for p in MATRICES].index("demo")])
+    specs = load_matrix(MATRICES[[p.stem for p in MATRICES].index("demo")]).specs
     cells = {(s.method, s.dataset, s.seed) for s in specs}
     assert cells == {(m, d, s) for m in ("dino", "random-init", "raw-pixels") for d in ("shapes", "digits")
                      for s in (0, 1)}
