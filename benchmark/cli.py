@@ -83,10 +83,11 @@ def _summary(matrix, out: Path, todo, executor: str, waited: bool) -> int:
     states = [cell_state(st) for st in statuses.values()]
     done = states.count("done")
     failed = [s for s in states if s.startswith("failed")]
-    print(f"{matrix.name}: {todo.n_jobs} jobs submitted, {done}/{len(states)} cells done, {len(failed)} failed "
+    n = todo.submitted
+    print(f"{matrix.name}: {n} job{'' if n == 1 else 's'} submitted, {done}/{len(states)} cells done, {len(failed)} failed "
           f"(results in {out}; status: patchbench status MATRIX --out {out}; table: patchbench report {out})")
     if failed:
-        print(f"failed cells are not resubmitted by run: patchbench resubmit MATRIX --failed")
+        print("failed cells are not resubmitted by run: patchbench resubmit MATRIX --failed")
     finished = executor != "slurm" or waited
     return 1 if failed and finished else 0
 

@@ -74,6 +74,7 @@ class Plan:
     pretrain: list[Cell] = field(default_factory=list)
     evaluate: list[tuple[Cell, list[str]]] = field(default_factory=list)
     running_pretrain: dict[str, str] = field(default_factory=dict)  # run id → SLURM job id still pending/running
+    submitted: int = 0  # jobs actually submitted (off SLURM, evaluations of a failed pretraining are not)
 
     @property
     def n_jobs(self) -> int:
@@ -169,8 +170,10 @@ def _outcome(job: submitit.Job) -> BaseException | None:
         return err
 
 
-def run_here(todo: Plan, root: Path, kind: str, name: str, echo: Echo) -> None:
-    """Run the plan on this machine, cell by cell: pretraining, then (only if it succeeded) the evaluations."""
+def run_here(todo: Plan, root: Path, kind: str, name: str, echo: Echo) -> int:
+    """Run the plan on this machine, cell by cell: pretraining, then (only if it succeeded) the evaluations.
+    Returns how many jobs ran."""
+    ran = 0
     folder = submitit_folder(root)
     cells = list({c.spec.run_id: c for c in [*todo.pretrain, *(c for c, _ in todo.evaluate)]}.values())
     for i, cell in enumerate(cells, 1):
@@ -185,6 +188,7 @@ def run_here(todo: Plan, root: Path, kind: str, name: str, echo: Echo) -> None:
             attempt = run.next_attempt("pretrain")
             job = executor.submit(PretrainJob(), str(run.path), attempt)
             run.add_submission("pretrain", job.job_id, kind, str(folder))
+            ran += 1
             err = _outcome(job)
             if err is not None:
                 status = run.stage_status("pretrain")
@@ -201,11 +205,13 @@ def run_here(todo: Plan, root: Path, kind: str, name: str, echo: Echo) -> None:
             attempt = run.next_attempt(evaluation)
             job = executor.submit(eval_job, str(run.path), evaluation, attempt)
             run.add_submission(evaluation, job.job_id, kind, str(folder))
+            ran += 1
             err = _outcome(job)
             if err is not None:
                 if run.stage_status(evaluation)["state"] != "failed":
                     run.set_stage_state(evaluation, "failed", attempt, reason="error", message=_last_line(err))
                 echo(f"{label}: {evaluation} failed: {_last_line(err)}")
+    return ran
 
 
 def _last_line(err: BaseException) -> str:
@@ -237,10 +243,11 @@ def submit(matrix: Matrix, root: Path, kind: str, which: str = "missing", wait_f
         return todo
     if kind == "slurm":
         jobs = submit_slurm(todo, root, matrix.name, echo)
+        todo.submitted = len(jobs)
         if wait_for_jobs:
             wait(jobs, echo)
     else:
-        run_here(todo, root, kind, matrix.name, echo)
+        todo.submitted = run_here(todo, root, kind, matrix.name, echo)
     return todo
 
 
