@@ -172,3 +172,45 @@ def test_diverged_cell_fails_its_evaluation_is_cancelled_and_only_it_is_resubmit
 
 def load_run_id(path: Path, label: str) -> str:
     return next(c.spec.run_id for c in load_matrix(path).cells if f"{c.spec.label} {c.spec.seed}" == label)
+
+
+def test_cancel_stops_pending_and_running_jobs(tmp_path, capsys):
+    path = write(tmp_path, "cancel", epochs=3)
+    out = tmp_path / "results"
+    assert main(["run", str(path), "--executor", "slurm", "--out", str(out)]) == 0
+    assert main(["cancel", str(path), "--out", str(out)]) == 0
+    assert "2 jobs cancelled" in capsys.readouterr().out
+    cell = states(path, out)["dino 0"]
+    assert [(cell[s]["state"], cell[s]["reason"]) for s in ("pretrain", "knn")] == [("failed", "cancelled")] * 2
+    for stage in ("pretrain", "knn"):
+        wait_until(lambda: sacct(cell[stage]["job_id"], "State")[0].startswith("CANCELLED"), 30, f"{stage} cancelled")
+    assert main(["run", str(path), "--executor", "slurm", "--out", str(out)]) == 0
+    assert "0 jobs submitted" in capsys.readouterr().out
+
+
+def test_two_task_pretraining_job_trains_data_parallel_through_submitit(tmp_path):
+    """One SLURM job, two tasks (gloo on CPU): submitit's distributed environment, DDP, rank 0 writes."""
+    import submitit
+
+    from patchbench.benchmark.jobs import PretrainJob
+
+    path = write(tmp_path, "ddp")
+    cell = load_matrix(path).cells[0]
+    spec = cell.spec.__class__(**{**cell.spec.__dict__, "backbone": cell.spec.backbone.__class__(
+        **{**cell.spec.backbone.__dict__, "drop_path_rate": 0.0})})  # stochastic depth is drawn per rank
+    parallel, single = RunDir(tmp_path / "parallel"), RunDir(tmp_path / "single")
+    for run in (parallel, single):
+        run.write_spec(spec)
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="slurm")
+    executor.update_parameters(timeout_min=60, slurm_partition="debug", nodes=1, tasks_per_node=2, cpus_per_task=1,
+                               mem_gb=1)
+    job = executor.submit(PretrainJob(), str(parallel.path), 1)
+    PretrainJob()(str(single.path), 1)  # meanwhile, the same run in this process
+    assert job.results() == ["pretrained", "pretrained"]  # one result per task
+    assert parallel.stage_state("pretrain")["tasks"] == 2
+    assert json.loads(parallel.train_summary.read_text())["world_size"] == 2
+    losses = lambda run: [json.loads(line)["loss"] for line in run.train_log.read_text().splitlines()]
+    assert losses(parallel) == pytest.approx(losses(single), rel=1e-4, abs=1e-5)
+    one, two = (torch.load(r.checkpoint, weights_only=False)["method"] for r in (single, parallel))
+    for key, value in one.items():
+        torch.testing.assert_close(two[key], value, rtol=1e-4, atol=1e-5, msg=key)
