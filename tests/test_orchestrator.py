@@ -170,6 +170,12 @@ def test_local_executors_order_and_cancel_evaluations_then_resubmit_only_failed(
 
     assert main(["run", str(path), "--executor", executor, "--out", str(out)]) == 1  # failed cells are left alone
     assert "0 jobs submitted" in capsys.readouterr().out
+    pixels = next(c for c in matrix.cells if c.spec.label == "raw-pixels")
+    (out / pixels.spec.run_id / "results" / "knn.json").unlink()  # half-finished: only the lost record is missing
+    todo, _ = plan(matrix, out)
+    assert todo.pretrain == [] and [(c.spec.label, s) for c, s in todo.evaluate] == [("raw-pixels", ["knn"])]
+    assert main(["run", str(path), "--executor", executor, "--out", str(out)]) == 1
+    assert "1 job submitted" in capsys.readouterr().out
     todo, _ = plan(matrix, out, "failed")
     assert [(c.spec.label, s) for c, s in todo.evaluate] == [("dino/blowup", ["knn"])]
     assert [c.spec.label for c in todo.pretrain] == ["dino/blowup"]
