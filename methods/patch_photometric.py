@@ -1,0 +1,223 @@
+"""Patch-Wise's per-patch photometric augmentation, batched over every cell of every view.
+
+Follows ``alijavidani/dino@imagenet100-patch_augmentation``, ``image_to_patches.py::PatchAugmentation`` with
+``patch_size=(p, p), num_transformations=4`` (specs/patchwise.md §3, §3.1). Every p×p cell of a view gets its own
+composition of four torchvision ops, in a uniformly random order per cell, each with its own parameters:
+
+0. ``ColorJitter(brightness=0.1, hue=0.1)``: factor ~ U(0.9, 1.1), hue shift ~ U(−0.1, 0.1), brightness and hue
+   in a random order per cell (ColorJitter permutes its sub-ops);
+1. ``GaussianBlur(kernel_size=(1, 5), sigma=(0.1, 2))``: torchvision reads (kx, ky), so a 5-tap **vertical**
+   blur, σ ~ U(0.1, 2), reflect-padded inside the cell (torchvision pads each image it blurs);
+2. ``RandomAdjustSharpness(2)``: with p = 0.5, the 3×3 smoothing kernel, the cell's border pixels kept;
+3. ``RandomPosterize(3)``: with p = 0.5, the top 3 bits of the uint8 value kept.
+
+The cells of a (B, 3, H, W) batch are laid out as (B·H/p·W/p, 3, p, p), row-major per view as upstream, and each
+of the 4 stages applies, to every cell, the op its permutation names there (one batched call per op and stage).
+
+Deviations and choices (inferred, documented in specs/patchwise.md §3.1):
+
+- Upstream works on PIL uint8 images, so every op rounds to uint8. Here the input is quantised once to uint8 levels
+  (``round(255·x)/255``) and the ops run in float, as torchvision's tensor kernels; posterize rounds to uint8 before
+  masking. Outputs differ from a PIL run by about 1/255 per op (PIL's hue also works on uint8 HSV).
+- The 5-tap reflect padding needs p ≥ 3. For p < 3 (e.g. APS-style 2-pixel grids) ``small_patch_blur`` picks
+  ``"replicate"`` padding (default) or ``"skip"`` (no blur); torchvision itself would raise. For p ≤ 2 the
+  sharpness op is the identity (every pixel is a border pixel), as in torchvision.
+- Parameters are drawn on the CPU from the step's generator (``sample_patch_photometric``), so a step's
+  augmentation is a pure function of the generator state; upstream draws from Python's ``random`` and torch's
+  global generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .photometric import _to, adjust_brightness
+
+JITTER, BLUR, SHARPNESS, POSTERIZE = range(4)
+BLUR_TAPS = 5
+SmallPatchBlur = Literal["replicate", "skip"]
+
+
+@dataclass
+class PatchPhotometricParams:
+    """Per-cell parameters, cells ordered (view, row, column). ``order`` (N, 4) is a permutation of the op ids
+    ``JITTER, BLUR, SHARPNESS, POSTERIZE`` (stage s applies ``order[:, s]``); the others are (N,). ``hue_first`` is
+    the jitter's sub-order; ``use_sharpness`` / ``use_posterize`` are the p = 0.5 draws."""
+
+    order: Tensor
+    hue_first: Tensor
+    brightness: Tensor
+    hue: Tensor
+    sigma: Tensor
+    use_sharpness: Tensor
+    use_posterize: Tensor
+
+    def __len__(self) -> int:
+        return self.order.shape[0]
+
+    def to(self, device: torch.device | str) -> "PatchPhotometricParams":
+        return PatchPhotometricParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def sample_patch_photometric(n_cells: int, generator: torch.Generator, *, brightness: float = 0.1,
+                             hue: float = 0.1, sigma_range: tuple[float, float] = (0.1, 2.0),
+                             sharpness_p: float = 0.5, posterize_p: float = 0.5) -> PatchPhotometricParams:
+    """Draw every cell's parameters from a CPU ``generator`` (ranges as upstream's torchvision transforms)."""
+
+    def uniform(low: float, high: float) -> Tensor:
+        return torch.empty(n_cells).uniform_(low, high, generator=generator)
+
+    def coin(p: float) -> Tensor:
+        return torch.rand(n_cells, generator=generator) < p
+
+    return PatchPhotometricParams(
+        order=torch.rand(n_cells, 4, generator=generator).argsort(dim=1),
+        hue_first=coin(0.5),
+        brightness=uniform(max(0.0, 1 - brightness), 1 + brightness),
+        hue=uniform(-hue, hue),
+        sigma=uniform(*sigma_range),
+        use_sharpness=coin(sharpness_p),
+        use_posterize=coin(posterize_p),
+    )
+
+
+def to_cells(x: Tensor, p: int) -> Tensor:
+    """(B, 3, H, W) → (B·H/p·W/p, 3, p, p), cells row-major per image."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, p, p)
+
+
+def from_cells(cells: Tensor, shape: torch.Size) -> Tensor:
+    """Inverse of ``to_cells`` for an image batch of ``shape``."""
+    b, c, h, w = shape
+    p = cells.shape[-1]
+    return cells.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
+# Per RGB channel (centre c, slope a, offset b): X = clamp(b + a·|6H − c|, 0, 1) is its HSV ramp on the hue circle.
+_HUE_RAMPS = torch.tensor([[3.0, 1.0, -1.0], [2.0, -1.0, 2.0], [4.0, -1.0, 2.0]])
+
+
+def rotate_hue(cells: Tensor, shift: Tensor) -> Tensor:
+    """torchvision's ``adjust_hue`` (HSV after Pillow) with a per-cell ``shift`` in turns.
+
+    Same hue, saturation and value as torchvision's ``_rgb_to_hsv``; back to RGB with the closed form
+    channel = V − C + C·X(6H), C = V·S = max − min, instead of the sextant gather: equal up to float rounding and a
+    few broadcast ops instead of many.
+    """
+    r, g, b = cells.unbind(1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    inv_chroma = chroma.clamp_min(torch.finfo(cells.dtype).tiny).reciprocal_()  # grey: numerators are 0 too
+    max_r, max_g = maxc == r, maxc == g
+    hue6 = torch.where(max_r, (g - b).mul_(inv_chroma),
+                       torch.where(max_g, (b - r).mul_(inv_chroma).add_(2.0), (r - g).mul_(inv_chroma).add_(4.0)))
+    hue6.add_(shift.to(cells.dtype).view(-1, 1, 1), alpha=6.0).remainder_(6.0).unsqueeze_(1)
+    centre, slope, offset = _to(_HUE_RAMPS.to(cells.dtype), cells.device).T.reshape(3, 1, 3, 1, 1)
+    ramp = torch.addcmul(offset, slope, hue6.sub(centre).abs_()).clamp_(0.0, 1.0)
+    chroma = chroma.unsqueeze_(1)
+    return torch.addcmul(maxc.unsqueeze(1) - chroma, chroma, ramp)
+
+
+def jitter(cells: Tensor, brightness: Tensor, hue: Tensor, hue_first: Tensor) -> Tensor:
+    """Brightness and hue in each cell's order; a factor of 1 is the exact identity, so brightness runs twice."""
+    ones = torch.ones_like(brightness)
+    cells = adjust_brightness(cells, torch.where(hue_first, ones, brightness))
+    cells = rotate_hue(cells, hue).clamp_(0, 1)
+    return adjust_brightness(cells, torch.where(hue_first, brightness, ones))
+
+
+def vertical_blur(cells: Tensor, sigma: Tensor, padding: str = "reflect") -> Tensor:
+    """torchvision's ``gaussian_blur(kernel_size=[1, 5])`` per cell: 5 vertical taps, each cell padded alone."""
+    lim = (BLUR_TAPS - 1) / (2.0 * 2.0 ** 0.5)  # torchvision's ``_get_gaussian_kernel1d``
+    taps = torch.linspace(-lim, lim, steps=BLUR_TAPS, dtype=cells.dtype, device=cells.device)
+    kernel = torch.softmax(taps.div(sigma.to(cells.dtype).view(-1, 1)).pow(2).neg(), dim=1)  # (n, 5)
+    # Small σ gives subnormal outer taps, which slow CPU arithmetic several-fold; they add < 1e-37.
+    kernel = kernel.where(kernel >= torch.finfo(cells.dtype).tiny, 0.0).view(-1, 1, 1, 1, BLUR_TAPS)
+    p = cells.shape[-2]
+    padded = F.pad(cells, (0, 0, BLUR_TAPS // 2, BLUR_TAPS // 2), mode=padding)
+    out = padded[:, :, :p] * kernel[..., 0]
+    for k in range(1, BLUR_TAPS):
+        out.add_(padded[:, :, k:k + p] * kernel[..., k])
+    return out.clamp_(0, 1)
+
+
+def sharpen(cells: Tensor, factor: float = 2.0) -> Tensor:
+    """torchvision's ``adjust_sharpness``: blend with the cell smoothed by [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13,
+    border pixels kept. The 3×3 sum is two 3-tap box sums plus 4× the centre (a per-cell conv is far slower)."""
+    h, w = cells.shape[-2:]
+    if h <= 2 or w <= 2:
+        return cells
+    rows = cells[..., :-2, :] + cells[..., 1:-1, :] + cells[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    out = cells.clone()
+    inner = out[..., 1:-1, 1:-1]
+    smooth = box.add_(inner, alpha=4.0).div_(13.0)
+    inner.add_(smooth.sub_(inner), alpha=1.0 - factor).clamp_(0, 1)
+    return out
+
+
+def posterize(cells: Tensor, bits: int = 3) -> Tensor:
+    """Keep the top ``bits`` of each uint8 value (``round(255·x)``), back on the [0, 1] scale."""
+    step = float(1 << (8 - bits))
+    return cells.mul(255).round_().div_(step).floor_().mul_(step / 255)
+
+
+def _apply_where(cells: Tensor, mask: Tensor, fn, *params: Tensor) -> Tensor:
+    """``fn`` on the cells where ``mask`` (a CPU or device bool (N,)), with their parameters; others unchanged."""
+    idx = mask.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return cells
+    sub = [q.index_select(0, _to(idx, q.device)) for q in params]
+    idx = _to(idx, cells.device)
+    return cells.index_copy_(0, idx, fn(cells.index_select(0, idx), *sub))
+
+
+def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometricParams, *,
+                            sharpness_factor: float = 2.0, posterize_bits: int = 3,
+                            small_patch_blur: SmallPatchBlur = "replicate") -> Tensor:
+    """Augment every ``patch_size`` cell of ``x`` (B, 3, H, W) in [0, 1] with its own ``params`` row.
+
+    Stage s applies, to every cell, the op ``params.order[:, s]`` names; sharpness and posterize only where drawn.
+    Returns a new tensor of ``x``'s shape, on uint8 levels wherever posterize ran last.
+    """
+    if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+        raise ValueError(f"expected a float batch (B, 3, H, W), got {tuple(x.shape)} {x.dtype}")
+    p = patch_size
+    if p < 1 or x.shape[-2] % p or x.shape[-1] % p:
+        raise ValueError(f"view size {tuple(x.shape[-2:])} is not a multiple of the patch size {p}; crop views to "
+                         "whole patches")
+    n_cells = x.shape[0] * (x.shape[-2] // p) * (x.shape[-1] // p)
+    if len(params) != n_cells:
+        raise ValueError(f"params hold {len(params)} cells but x has {n_cells}; sample them with "
+                         f"sample_patch_photometric({n_cells}, generator)")
+    if small_patch_blur not in ("replicate", "skip"):
+        raise ValueError(f"small_patch_blur must be 'replicate' or 'skip', got {small_patch_blur!r}")
+    padding = "reflect" if p > BLUR_TAPS // 2 else small_patch_blur
+
+    cells = to_cells(x.mul(255).round_().div_(255), p)  # the uint8 levels of the PIL input upstream
+    ops = {
+        JITTER: (jitter, (params.brightness, params.hue, params.hue_first)),
+        BLUR: (lambda c, s: c if padding == "skip" else vertical_blur(c, s, padding), (params.sigma,)),
+        SHARPNESS: (lambda c: sharpen(c, sharpness_factor), ()),
+        POSTERIZE: (lambda c: posterize(c, posterize_bits), ()),
+    }
+    flags = {SHARPNESS: params.use_sharpness, POSTERIZE: params.use_posterize}
+    for stage in range(4):
+        for op, (fn, op_params) in ops.items():
+            mask = params.order[:, stage] == op
+            if op in flags:
+                mask &= flags[op]
+            cells = _apply_where(cells, mask, fn, *op_params)
+    return from_cells(cells, x.shape)
+
+
+def patch_photometric(x: Tensor, patch_size: int, generator: torch.Generator, **options) -> Tensor:
+    """Sample one parameter set per cell from ``generator`` and apply it (``options`` go to the apply step)."""
+    n_cells = x.shape[0] * (x.shape[-2] // patch_size) * (x.shape[-1] // patch_size)
+    return apply_patch_photometric(x, patch_size, sample_patch_photometric(n_cells, generator), **options)
