@@ -11,7 +11,8 @@ composition of four torchvision ops, in a uniformly random order per cell, each 
 2. ``RandomAdjustSharpness(2)``: with p = 0.5, the 3×3 smoothing kernel, the cell's border pixels kept;
 3. ``RandomPosterize(3)``: with p = 0.5, the top 3 bits of the uint8 value kept.
 
-The cells of a (B, 3, H, W) batch are laid out as (B·H/p·W/p, 3, p, p), row-major per view as upstream, and each
+The cells of a (B, 3, H, W) batch are laid out as channel planes (3, B·H/p·W/p, p, p), cells row-major per view as
+upstream, and each
 of the 4 stages applies, to every cell, the op its permutation names there (one batched call per op and stage).
 
 Deviations and choices (inferred, documented in specs/patchwise.md §3.1):
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .photometric import _to, adjust_brightness
+from .photometric import _to
 
 JITTER, BLUR, SHARPNESS, POSTERIZE = range(4)
 BLUR_TAPS = 5
@@ -87,16 +88,28 @@ def sample_patch_photometric(n_cells: int, generator: torch.Generator, *, bright
 
 
 def to_cells(x: Tensor, p: int) -> Tensor:
-    """(B, 3, H, W) → (B·H/p·W/p, 3, p, p), cells row-major per image."""
+    """(B, 3, H, W) → channel planes of cells (3, B·H/p·W/p, p, p), cells row-major per image.
+
+    Channels lead so that the R, G and B planes the hue op works on are contiguous."""
     b, c, h, w = x.shape
-    return x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, p, p)
+    return x.reshape(b, c, h // p, p, w // p, p).permute(1, 0, 2, 4, 3, 5).reshape(c, -1, p, p)
 
 
 def from_cells(cells: Tensor, shape: torch.Size) -> Tensor:
     """Inverse of ``to_cells`` for an image batch of ``shape``."""
     b, c, h, w = shape
     p = cells.shape[-1]
-    return cells.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+    return cells.reshape(c, b, h // p, w // p, p, p).permute(1, 0, 2, 4, 3, 5).reshape(b, c, h, w)
+
+
+def _per_cell(values: Tensor, cells: Tensor) -> Tensor:
+    """(n,) → (1, n, 1, 1) of the cells' dtype and device."""
+    return _to(values.to(cells.dtype), cells.device).view(1, -1, 1, 1)
+
+
+def adjust_brightness(cells: Tensor, factor: Tensor) -> Tensor:
+    """torchvision's ``adjust_brightness``: scale by the cell's factor, clamped."""
+    return cells.mul(_per_cell(factor, cells)).clamp_(0, 1)
 
 
 # Per RGB channel (centre c, slope a, offset b): X = clamp(b + a·|6H − c|, 0, 1) is its HSV ramp on the hue circle.
@@ -106,22 +119,22 @@ _HUE_RAMPS = torch.tensor([[3.0, 1.0, -1.0], [2.0, -1.0, 2.0], [4.0, -1.0, 2.0]]
 def rotate_hue(cells: Tensor, shift: Tensor) -> Tensor:
     """torchvision's ``adjust_hue`` (HSV after Pillow) with a per-cell ``shift`` in turns.
 
-    Same hue, saturation and value as torchvision's ``_rgb_to_hsv``; back to RGB with the closed form
-    channel = V − C + C·X(6H), C = V·S = max − min, instead of the sextant gather: equal up to float rounding and a
-    few broadcast ops instead of many.
+    Same hue as torchvision's ``_rgb_to_hsv``; back to RGB with the closed form channel = V − C + C·X(6H),
+    C = V·S = max − min, instead of the sextant gather: equal up to float rounding, in a few broadcast ops.
     """
-    r, g, b = cells.unbind(1)
+    r, g, b = cells
     maxc = torch.maximum(torch.maximum(r, g), b)
     chroma = maxc - torch.minimum(torch.minimum(r, g), b)
     inv_chroma = chroma.clamp_min(torch.finfo(cells.dtype).tiny).reciprocal_()  # grey: numerators are 0 too
-    max_r, max_g = maxc == r, maxc == g
-    hue6 = torch.where(max_r, (g - b).mul_(inv_chroma),
-                       torch.where(max_g, (b - r).mul_(inv_chroma).add_(2.0), (r - g).mul_(inv_chroma).add_(4.0)))
-    hue6.add_(shift.to(cells.dtype).view(-1, 1, 1), alpha=6.0).remainder_(6.0).unsqueeze_(1)
-    centre, slope, offset = _to(_HUE_RAMPS.to(cells.dtype), cells.device).T.reshape(3, 1, 3, 1, 1)
+    # The sextant of the max channel, R before G before B as torchvision; lerp with 0/1 weights selects exactly
+    # and is several times faster than torch.where on the CPU.
+    max_r, max_g = (maxc == r).to(cells.dtype), (maxc == g).to(cells.dtype)
+    hue6 = torch.lerp(torch.lerp((r - g).mul_(inv_chroma).add_(4.0), (b - r).mul_(inv_chroma).add_(2.0), max_g),
+                      (g - b).mul_(inv_chroma), max_r)
+    hue6.add_(_per_cell(shift, cells)[0], alpha=6.0).remainder_(6.0)
+    centre, slope, offset = _to(_HUE_RAMPS.to(cells.dtype), cells.device).T.reshape(3, 3, 1, 1, 1)
     ramp = torch.addcmul(offset, slope, hue6.sub(centre).abs_()).clamp_(0.0, 1.0)
-    chroma = chroma.unsqueeze_(1)
-    return torch.addcmul(maxc.unsqueeze(1) - chroma, chroma, ramp)
+    return torch.addcmul(maxc - chroma, chroma, ramp)
 
 
 def jitter(cells: Tensor, brightness: Tensor, hue: Tensor, hue_first: Tensor) -> Tensor:
@@ -136,14 +149,14 @@ def vertical_blur(cells: Tensor, sigma: Tensor, padding: str = "reflect") -> Ten
     """torchvision's ``gaussian_blur(kernel_size=[1, 5])`` per cell: 5 vertical taps, each cell padded alone."""
     lim = (BLUR_TAPS - 1) / (2.0 * 2.0 ** 0.5)  # torchvision's ``_get_gaussian_kernel1d``
     taps = torch.linspace(-lim, lim, steps=BLUR_TAPS, dtype=cells.dtype, device=cells.device)
-    kernel = torch.softmax(taps.div(sigma.to(cells.dtype).view(-1, 1)).pow(2).neg(), dim=1)  # (n, 5)
+    kernel = torch.softmax(taps.div(_to(sigma.to(cells.dtype), cells.device).view(-1, 1)).pow(2).neg(), dim=1)
     # Small σ gives subnormal outer taps, which slow CPU arithmetic several-fold; they add < 1e-37.
-    kernel = kernel.where(kernel >= torch.finfo(cells.dtype).tiny, 0.0).view(-1, 1, 1, 1, BLUR_TAPS)
+    kernel = kernel.where(kernel >= torch.finfo(cells.dtype).tiny, 0.0).T.reshape(BLUR_TAPS, 1, -1, 1, 1)
     p = cells.shape[-2]
     padded = F.pad(cells, (0, 0, BLUR_TAPS // 2, BLUR_TAPS // 2), mode=padding)
-    out = padded[:, :, :p] * kernel[..., 0]
+    out = padded[..., :p, :] * kernel[0]
     for k in range(1, BLUR_TAPS):
-        out.add_(padded[:, :, k:k + p] * kernel[..., k])
+        out.addcmul_(padded[..., k:k + p, :], kernel[k])
     return out.clamp_(0, 1)
 
 
@@ -165,17 +178,17 @@ def sharpen(cells: Tensor, factor: float = 2.0) -> Tensor:
 def posterize(cells: Tensor, bits: int = 3) -> Tensor:
     """Keep the top ``bits`` of each uint8 value (``round(255·x)``), back on the [0, 1] scale."""
     step = float(1 << (8 - bits))
-    return cells.mul(255).round_().div_(step).floor_().mul_(step / 255)
+    return cells.mul(255).round_().div_(step).floor_().mul_(step).div_(255)
 
 
 def _apply_where(cells: Tensor, mask: Tensor, fn, *params: Tensor) -> Tensor:
-    """``fn`` on the cells where ``mask`` (a CPU or device bool (N,)), with their parameters; others unchanged."""
+    """``fn`` on the cells (dim 1) where ``mask`` (a CPU or device bool (N,)), with their parameters."""
     idx = mask.nonzero().squeeze(1)
     if idx.numel() == 0:
         return cells
     sub = [q.index_select(0, _to(idx, q.device)) for q in params]
     idx = _to(idx, cells.device)
-    return cells.index_copy_(0, idx, fn(cells.index_select(0, idx), *sub))
+    return cells.index_copy_(1, idx, fn(cells.index_select(1, idx), *sub))
 
 
 def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometricParams, *,
