@@ -112,6 +112,11 @@ def adjust_brightness(cells: Tensor, factor: Tensor) -> Tensor:
     return cells.mul(_per_cell(factor, cells)).clamp_(0, 1)
 
 
+def _is_max(channel: Tensor, maxc: Tensor) -> Tensor:
+    """1.0 where ``channel`` is the max, else 0.0 (sign arithmetic: several times faster than a bool mask on CPU)."""
+    return (channel - maxc).sign_().add_(1.0)
+
+
 # Per RGB channel (centre c, slope a, offset b): X = clamp(b + a·|6H − c|, 0, 1) is its HSV ramp on the hue circle.
 _HUE_RAMPS = torch.tensor([[3.0, 1.0, -1.0], [2.0, -1.0, 2.0], [4.0, -1.0, 2.0]])
 
@@ -119,30 +124,29 @@ _HUE_RAMPS = torch.tensor([[3.0, 1.0, -1.0], [2.0, -1.0, 2.0], [4.0, -1.0, 2.0]]
 def rotate_hue(cells: Tensor, shift: Tensor) -> Tensor:
     """torchvision's ``adjust_hue`` (HSV after Pillow) with a per-cell ``shift`` in turns.
 
-    Same hue as torchvision's ``_rgb_to_hsv``; back to RGB with the closed form channel = V − C + C·X(6H),
-    C = V·S = max − min, instead of the sextant gather: equal up to float rounding, in a few broadcast ops.
+    The hue is torchvision's ``_rgb_to_hsv`` (sextant of the max channel, R before G before B); back to RGB with the
+    closed form channel = V − C + C·X(6H), C = V·S = max − min, instead of the sextant gather. Equal up to float
+    rounding, in a few broadcast ops, mostly in place.
     """
     r, g, b = cells
     maxc = torch.maximum(torch.maximum(r, g), b)
     chroma = maxc - torch.minimum(torch.minimum(r, g), b)
     inv_chroma = chroma.clamp_min(torch.finfo(cells.dtype).tiny).reciprocal_()  # grey: numerators are 0 too
-    # The sextant of the max channel, R before G before B as torchvision; lerp with 0/1 weights selects exactly
-    # and is several times faster than torch.where on the CPU.
-    max_r, max_g = (maxc == r).to(cells.dtype), (maxc == g).to(cells.dtype)
-    hue6 = torch.lerp(torch.lerp((r - g).mul_(inv_chroma).add_(4.0), (b - r).mul_(inv_chroma).add_(2.0), max_g),
-                      (g - b).mul_(inv_chroma), max_r)
-    hue6.add_(_per_cell(shift, cells)[0], alpha=6.0).remainder_(6.0)
+    hue6 = torch.lerp(torch.lerp((r - g).mul_(inv_chroma).add_(4.0), (b - r).mul_(inv_chroma).add_(2.0),
+                                 _is_max(g, maxc)),
+                      (g - b).mul_(inv_chroma), _is_max(r, maxc))
+    hue6.add_(_per_cell(shift, cells)[0], alpha=6.0)
+    hue6.sub_(hue6.div(6.0).floor_(), alpha=6.0)  # mod 6
     centre, slope, offset = _to(_HUE_RAMPS.to(cells.dtype), cells.device).T.reshape(3, 3, 1, 1, 1)
-    ramp = torch.addcmul(offset, slope, hue6.sub(centre).abs_()).clamp_(0.0, 1.0)
-    return torch.addcmul(maxc - chroma, chroma, ramp)
+    ramp = hue6.sub(centre).abs_().mul_(slope).add_(offset).clamp_(0.0, 1.0)
+    return ramp.mul_(chroma).add_(maxc.sub_(chroma)).clamp_(0.0, 1.0)
 
 
 def jitter(cells: Tensor, brightness: Tensor, hue: Tensor, hue_first: Tensor) -> Tensor:
     """Brightness and hue in each cell's order; a factor of 1 is the exact identity, so brightness runs twice."""
     ones = torch.ones_like(brightness)
-    cells = adjust_brightness(cells, torch.where(hue_first, ones, brightness))
-    cells = rotate_hue(cells, hue).clamp_(0, 1)
-    return adjust_brightness(cells, torch.where(hue_first, brightness, ones))
+    cells = rotate_hue(adjust_brightness(cells, torch.where(hue_first, ones, brightness)), hue)
+    return cells.mul_(_per_cell(torch.where(hue_first, brightness, ones), cells)).clamp_(0, 1)
 
 
 def vertical_blur(cells: Tensor, sigma: Tensor, padding: str = "reflect") -> Tensor:
@@ -161,17 +165,18 @@ def vertical_blur(cells: Tensor, sigma: Tensor, padding: str = "reflect") -> Ten
 
 
 def sharpen(cells: Tensor, factor: float = 2.0) -> Tensor:
-    """torchvision's ``adjust_sharpness``: blend with the cell smoothed by [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13,
-    border pixels kept. The 3×3 sum is two 3-tap box sums plus 4× the centre (a per-cell conv is far slower)."""
+    """torchvision's ``adjust_sharpness``: f·x + (1 − f)·smooth, smooth = x ∗ [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13,
+    border pixels kept. With box = the 3×3 sum, that is x·(f + 4(1 − f)/13) + box·(1 − f)/13 inside."""
     h, w = cells.shape[-2:]
     if h <= 2 or w <= 2:
         return cells
-    rows = cells[..., :-2, :] + cells[..., 1:-1, :] + cells[..., 2:, :]
-    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    rows = cells[..., :-2, :] + cells[..., 1:-1, :]
+    rows.add_(cells[..., 2:, :])
+    box = rows[..., :-2] + rows[..., 1:-1]
+    box.add_(rows[..., 2:])
     out = cells.clone()
-    inner = out[..., 1:-1, 1:-1]
-    smooth = box.add_(inner, alpha=4.0).div_(13.0)
-    inner.add_(smooth.sub_(inner), alpha=1.0 - factor).clamp_(0, 1)
+    inner = box.mul_((1.0 - factor) / 13.0).add_(cells[..., 1:-1, 1:-1], alpha=factor + 4.0 * (1.0 - factor) / 13.0)
+    out[..., 1:-1, 1:-1] = inner.clamp_(0, 1)
     return out
 
 
@@ -179,16 +184,6 @@ def posterize(cells: Tensor, bits: int = 3) -> Tensor:
     """Keep the top ``bits`` of each uint8 value (``round(255·x)``), back on the [0, 1] scale."""
     step = float(1 << (8 - bits))
     return cells.mul(255).round_().div_(step).floor_().mul_(step).div_(255)
-
-
-def _apply_where(cells: Tensor, mask: Tensor, fn, *params: Tensor) -> Tensor:
-    """``fn`` on the cells (dim 1) where ``mask`` (a CPU or device bool (N,)), with their parameters."""
-    idx = mask.nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return cells
-    sub = [q.index_select(0, _to(idx, q.device)) for q in params]
-    idx = _to(idx, cells.device)
-    return cells.index_copy_(1, idx, fn(cells.index_select(1, idx), *sub))
 
 
 def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometricParams, *,
@@ -213,21 +208,32 @@ def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometric
         raise ValueError(f"small_patch_blur must be 'replicate' or 'skip', got {small_patch_blur!r}")
     padding = "reflect" if p > BLUR_TAPS // 2 else small_patch_blur
 
-    cells = to_cells(x.mul(255).round_().div_(255), p)  # the uint8 levels of the PIL input upstream
+    cells = to_cells(x, p).mul(255).round_().div_(255)  # the uint8 levels of the PIL input upstream
     ops = {
         JITTER: (jitter, (params.brightness, params.hue, params.hue_first)),
         BLUR: (lambda c, s: c if padding == "skip" else vertical_blur(c, s, padding), (params.sigma,)),
         SHARPNESS: (lambda c: sharpen(c, sharpness_factor), ()),
         POSTERIZE: (lambda c: posterize(c, posterize_bits), ()),
     }
-    flags = {SHARPNESS: params.use_sharpness, POSTERIZE: params.use_posterize}
+    # Stage by stage, the cells are reordered by (op, drawn) so that each op runs on one contiguous slice: one
+    # gather per stage instead of a gather and a scatter per op. ``arrangement[j]`` is the cell now at slot j.
+    order = params.order.cpu()
+    runs = torch.stack([torch.ones(n_cells, dtype=torch.bool), torch.ones(n_cells, dtype=torch.bool),
+                        params.use_sharpness.cpu(), params.use_posterize.cpu()], dim=1)
+    keys = order * 2 + runs.gather(1, order)  # (N, 4): 2·op + 1 where the op runs on the cell at that stage
+    arrangement = torch.arange(n_cells)
     for stage in range(4):
+        key = keys[arrangement, stage]
+        regroup = key.argsort(stable=True)
+        arrangement, key = arrangement[regroup], key[regroup]
+        cells = cells.index_select(1, _to(regroup, cells.device))
+        ends = torch.bincount(key, minlength=8).cumsum(0).tolist()
         for op, (fn, op_params) in ops.items():
-            mask = params.order[:, stage] == op
-            if op in flags:
-                mask &= flags[op]
-            cells = _apply_where(cells, mask, fn, *op_params)
-    return from_cells(cells, x.shape)
+            start, end = ends[2 * op], ends[2 * op + 1]
+            if end > start:
+                cell_ids = arrangement[start:end]
+                cells[:, start:end] = fn(cells[:, start:end], *(q[_to(cell_ids, q.device)] for q in op_params))
+    return from_cells(cells.index_select(1, _to(arrangement.argsort(), cells.device)), x.shape)
 
 
 def patch_photometric(x: Tensor, patch_size: int, generator: torch.Generator, **options) -> Tensor:
