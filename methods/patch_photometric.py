@@ -107,26 +107,23 @@ def _per_cell(values: Tensor, cells: Tensor) -> Tensor:
     return _to(values.to(cells.dtype), cells.device).view(1, -1, 1, 1)
 
 
-def adjust_brightness(cells: Tensor, factor: Tensor) -> Tensor:
-    """torchvision's ``adjust_brightness``: scale by the cell's factor, clamped."""
-    return cells.mul(_per_cell(factor, cells)).clamp_(0, 1)
-
-
 def _is_max(channel: Tensor, maxc: Tensor) -> Tensor:
     """1.0 where ``channel`` is the max, else 0.0 (sign arithmetic: several times faster than a bool mask on CPU)."""
     return (channel - maxc).sign_().add_(1.0)
 
 
-# Per RGB channel (centre c, slope a, offset b): X = clamp(b + a·|6H − c|, 0, 1) is its HSV ramp on the hue circle.
-_HUE_RAMPS = torch.tensor([[3.0, 1.0, -1.0], [2.0, -1.0, 2.0], [4.0, -1.0, 2.0]])
+# Per RGB channel (centre c, slope a, offset b): Y = clamp(b + a·|6H − c|, 0, 1) is how far the channel sits below V,
+# in units of the chroma, on the hue circle (the standard closed form of HSV → RGB).
+_HUE_RAMPS = torch.tensor([[3.0, -1.0, 2.0], [2.0, 1.0, -1.0], [4.0, 1.0, -1.0]])
 
 
-def rotate_hue(cells: Tensor, shift: Tensor) -> Tensor:
-    """torchvision's ``adjust_hue`` (HSV after Pillow) with a per-cell ``shift`` in turns.
+def rotate_hue(cells: Tensor, shift: Tensor, gain: Tensor, out: Tensor) -> Tensor:
+    """torchvision's ``adjust_hue`` (HSV after Pillow) with a per-cell ``shift`` in turns, times a per-cell ``gain``,
+    written to ``out`` (which may be ``cells``).
 
     The hue is torchvision's ``_rgb_to_hsv`` (sextant of the max channel, R before G before B); back to RGB with the
-    closed form channel = V − C + C·X(6H), C = V·S = max − min, instead of the sextant gather. Equal up to float
-    rounding, in a few broadcast ops, mostly in place.
+    closed form channel = V − C·Y(6H), C = V·S = max − min, instead of the sextant gather: equal up to float
+    rounding, in a few broadcast ops.
     """
     r, g, b = cells
     maxc = torch.maximum(torch.maximum(r, g), b)
@@ -138,35 +135,41 @@ def rotate_hue(cells: Tensor, shift: Tensor) -> Tensor:
     hue6.add_(_per_cell(shift, cells)[0], alpha=6.0)
     hue6.sub_(hue6.div(6.0).floor_(), alpha=6.0)  # mod 6
     centre, slope, offset = _to(_HUE_RAMPS.to(cells.dtype), cells.device).T.reshape(3, 3, 1, 1, 1)
-    ramp = hue6.sub(centre).abs_().mul_(slope).add_(offset).clamp_(0.0, 1.0)
-    return ramp.mul_(chroma).add_(maxc.sub_(chroma)).clamp_(0.0, 1.0)
+    below = hue6.sub(centre).abs_().mul_(slope).add_(offset).clamp_(0.0, 1.0)
+    gain = _per_cell(gain, cells)[0]
+    return torch.addcmul(maxc.mul_(gain), chroma.mul_(gain), below, value=-1.0, out=out)
 
 
-def jitter(cells: Tensor, brightness: Tensor, hue: Tensor, hue_first: Tensor) -> Tensor:
-    """Brightness and hue in each cell's order; a factor of 1 is the exact identity, so brightness runs twice."""
+def jitter_(cells: Tensor, brightness: Tensor, hue: Tensor, hue_first: Tensor) -> Tensor:
+    """ColorJitter(brightness, hue) in each cell's order, in place. Brightness is x·f clamped, so a factor of 1 is
+    the exact identity: brightness runs before the hue with f or 1 and is folded into it with 1 or f."""
     ones = torch.ones_like(brightness)
-    cells = rotate_hue(adjust_brightness(cells, torch.where(hue_first, ones, brightness)), hue)
-    return cells.mul_(_per_cell(torch.where(hue_first, brightness, ones), cells)).clamp_(0, 1)
+    cells.mul_(_per_cell(torch.where(hue_first, ones, brightness), cells)).clamp_(0, 1)
+    return rotate_hue(cells, hue, torch.where(hue_first, brightness, ones), out=cells).clamp_(0, 1)
 
 
-def vertical_blur(cells: Tensor, sigma: Tensor, padding: str = "reflect") -> Tensor:
-    """torchvision's ``gaussian_blur(kernel_size=[1, 5])`` per cell: 5 vertical taps, each cell padded alone."""
+def _tap_rows(p: int, padding: str, device: torch.device) -> Tensor:
+    """(5, p, p) 0/1 matrices: tap k of output row i reads source row ``S[k, i].argmax()`` of the padded cell."""
+    padded_rows = F.pad(torch.arange(p, dtype=torch.float32).view(1, 1, p, 1), (0, 0, BLUR_TAPS // 2, BLUR_TAPS // 2),
+                        mode=padding).view(-1).long()
+    return F.one_hot(padded_rows.unfold(0, p, 1), p).to(device)
+
+
+def vertical_blur_(cells: Tensor, sigma: Tensor, padding: str = "reflect") -> Tensor:
+    """torchvision's ``gaussian_blur(kernel_size=[1, 5])`` per cell, in place: 5 vertical taps, each cell padded
+    alone. Taps and padding fold into one (p, p) matrix per cell, so the blur is one batched matmul."""
     lim = (BLUR_TAPS - 1) / (2.0 * 2.0 ** 0.5)  # torchvision's ``_get_gaussian_kernel1d``
     taps = torch.linspace(-lim, lim, steps=BLUR_TAPS, dtype=cells.dtype, device=cells.device)
     kernel = torch.softmax(taps.div(_to(sigma.to(cells.dtype), cells.device).view(-1, 1)).pow(2).neg(), dim=1)
     # Small σ gives subnormal outer taps, which slow CPU arithmetic several-fold; they add < 1e-37.
-    kernel = kernel.where(kernel >= torch.finfo(cells.dtype).tiny, 0.0).T.reshape(BLUR_TAPS, 1, -1, 1, 1)
-    p = cells.shape[-2]
-    padded = F.pad(cells, (0, 0, BLUR_TAPS // 2, BLUR_TAPS // 2), mode=padding)
-    out = padded[..., :p, :] * kernel[0]
-    for k in range(1, BLUR_TAPS):
-        out.addcmul_(padded[..., k:k + p, :], kernel[k])
-    return out.clamp_(0, 1)
+    kernel = kernel.where(kernel >= torch.finfo(cells.dtype).tiny, 0.0)
+    rows = torch.einsum("nk,kij->nij", kernel, _tap_rows(cells.shape[-2], padding, cells.device).to(cells.dtype))
+    return cells.copy_(torch.matmul(rows, cells)).clamp_(0, 1)
 
 
-def sharpen(cells: Tensor, factor: float = 2.0) -> Tensor:
-    """torchvision's ``adjust_sharpness``: f·x + (1 − f)·smooth, smooth = x ∗ [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13,
-    border pixels kept. With box = the 3×3 sum, that is x·(f + 4(1 − f)/13) + box·(1 − f)/13 inside."""
+def sharpen_(cells: Tensor, factor: float = 2.0) -> Tensor:
+    """torchvision's ``adjust_sharpness`` in place: f·x + (1 − f)·smooth, smooth = x ∗ [[1, 1, 1], [1, 5, 1],
+    [1, 1, 1]] / 13, border pixels kept. With box the 3×3 sum: x·(f + 4(1 − f)/13) + box·(1 − f)/13 inside."""
     h, w = cells.shape[-2:]
     if h <= 2 or w <= 2:
         return cells
@@ -174,16 +177,15 @@ def sharpen(cells: Tensor, factor: float = 2.0) -> Tensor:
     rows.add_(cells[..., 2:, :])
     box = rows[..., :-2] + rows[..., 1:-1]
     box.add_(rows[..., 2:])
-    out = cells.clone()
-    inner = box.mul_((1.0 - factor) / 13.0).add_(cells[..., 1:-1, 1:-1], alpha=factor + 4.0 * (1.0 - factor) / 13.0)
-    out[..., 1:-1, 1:-1] = inner.clamp_(0, 1)
-    return out
+    inner = cells[..., 1:-1, 1:-1]
+    inner.mul_(factor + 4.0 * (1.0 - factor) / 13.0).add_(box, alpha=(1.0 - factor) / 13.0).clamp_(0, 1)
+    return cells
 
 
-def posterize(cells: Tensor, bits: int = 3) -> Tensor:
-    """Keep the top ``bits`` of each uint8 value (``round(255·x)``), back on the [0, 1] scale."""
+def posterize_(cells: Tensor, bits: int = 3) -> Tensor:
+    """Keep the top ``bits`` of each uint8 value (``round(255·x)``), back on the [0, 1] scale; in place."""
     step = float(1 << (8 - bits))
-    return cells.mul(255).round_().div_(step).floor_().mul_(step).div_(255)
+    return cells.mul_(255).round_().div_(step).floor_().mul_(step).div_(255)
 
 
 def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometricParams, *,
@@ -208,12 +210,15 @@ def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometric
         raise ValueError(f"small_patch_blur must be 'replicate' or 'skip', got {small_patch_blur!r}")
     padding = "reflect" if p > BLUR_TAPS // 2 else small_patch_blur
 
-    cells = to_cells(x, p).mul(255).round_().div_(255)  # the uint8 levels of the PIL input upstream
-    ops = {
-        JITTER: (jitter, (params.brightness, params.hue, params.hue_first)),
-        BLUR: (lambda c, s: c if padding == "skip" else vertical_blur(c, s, padding), (params.sigma,)),
-        SHARPNESS: (lambda c: sharpen(c, sharpness_factor), ()),
-        POSTERIZE: (lambda c: posterize(c, posterize_bits), ()),
+    cells = to_cells(x, p)
+    if cells.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():  # one cell per view: a view of x
+        cells = cells.clone()
+    cells.mul_(255).round_().div_(255)  # the uint8 levels of the PIL input upstream
+    ops = {  # each works in place on the slice of cells it is given
+        JITTER: (jitter_, (params.brightness, params.hue, params.hue_first)),
+        BLUR: (lambda c, s: c if padding == "skip" else vertical_blur_(c, s, padding), (params.sigma,)),
+        SHARPNESS: (lambda c: sharpen_(c, sharpness_factor), ()),
+        POSTERIZE: (lambda c: posterize_(c, posterize_bits), ()),
     }
     # Stage by stage, the cells are reordered by (op, drawn) so that each op runs on one contiguous slice: one
     # gather per stage instead of a gather and a scatter per op. ``arrangement[j]`` is the cell now at slot j.
@@ -232,7 +237,7 @@ def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometric
             start, end = ends[2 * op], ends[2 * op + 1]
             if end > start:
                 cell_ids = arrangement[start:end]
-                cells[:, start:end] = fn(cells[:, start:end], *(q[_to(cell_ids, q.device)] for q in op_params))
+                fn(cells[:, start:end], *(q[_to(cell_ids, q.device)] for q in op_params))
     return from_cells(cells.index_select(1, _to(arrangement.argsort(), cells.device)), x.shape)
 
 
