@@ -144,12 +144,13 @@ def rotate_hue(cells: Tensor, shift: Tensor, gain: Tensor, out: Tensor) -> Tenso
     return torch.addcmul(maxc.mul_(gain), chroma.mul_(gain), below, value=-1.0, out=out)
 
 
-def jitter_(cells: Tensor, brightness: Tensor, hue: Tensor, hue_first: Tensor) -> Tensor:
-    """ColorJitter(brightness, hue) in each cell's order, in place. Brightness is x·f clamped, so a factor of 1 is
-    the exact identity: brightness runs before the hue with f or 1 and is folded into it with 1 or f."""
-    ones = torch.ones_like(brightness)
-    cells.mul_(_per_cell(torch.where(hue_first, ones, brightness), cells)).clamp_(0, 1)
-    return rotate_hue(cells, hue, torch.where(hue_first, brightness, ones), out=cells).clamp_(0, 1)
+def jitter_(cells: Tensor, brightness: Tensor, hue: Tensor, hue_first: bool) -> Tensor:
+    """ColorJitter(brightness, hue) in place, brightness (x·f, clamped) before or after the hue rotation; after it,
+    the factor is folded into the rotation's output."""
+    if not hue_first:
+        cells.mul_(_per_cell(brightness, cells)).clamp_(0, 1)
+    gain = brightness if hue_first else torch.ones_like(brightness)
+    return rotate_hue(cells, hue, gain, out=cells).clamp_(0, 1)
 
 
 def _tap_rows(p: int, padding: str, device: torch.device) -> Tensor:
@@ -218,30 +219,32 @@ def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometric
     if cells.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():  # one cell per view: a view of x
         cells = cells.clone()
     cells.mul_(255).round_().div_(255)  # the uint8 levels of the PIL input upstream
-    ops = {  # each works in place on the slice of cells it is given
-        JITTER: (jitter_, (params.brightness, params.hue, params.hue_first)),
-        BLUR: (lambda c, s: c if padding == "skip" else vertical_blur_(c, s, padding), (params.sigma,)),
-        SHARPNESS: (lambda c: sharpen_(c, sharpness_factor), ()),
-        POSTERIZE: (lambda c: posterize_(c, posterize_bits), ()),
+    # Stage by stage, the cells are reordered by a run key, 2·op + flag, so that each run is one contiguous slice:
+    # one gather per stage instead of a gather and a scatter per op. The flag is the jitter's sub-order for the
+    # jitter (both runs apply), 1 for the blur, the draw for sharpness and posterize (flag 0: the op is skipped).
+    runs = {  # each works in place on the slice of cells it is given
+        2 * JITTER: (lambda c, b, h: jitter_(c, b, h, hue_first=False), (params.brightness, params.hue)),
+        2 * JITTER + 1: (lambda c, b, h: jitter_(c, b, h, hue_first=True), (params.brightness, params.hue)),
+        2 * BLUR + 1: (lambda c, s: c if padding == "skip" else vertical_blur_(c, s, padding), (params.sigma,)),
+        2 * SHARPNESS + 1: (lambda c: sharpen_(c, sharpness_factor), ()),
+        2 * POSTERIZE + 1: (lambda c: posterize_(c, posterize_bits), ()),
     }
-    # Stage by stage, the cells are reordered by (op, drawn) so that each op runs on one contiguous slice: one
-    # gather per stage instead of a gather and a scatter per op. ``arrangement[j]`` is the cell now at slot j.
     order = params.order.cpu()
-    runs = torch.stack([torch.ones(n_cells, dtype=torch.bool), torch.ones(n_cells, dtype=torch.bool),
-                        params.use_sharpness.cpu(), params.use_posterize.cpu()], dim=1)
-    keys = order * 2 + runs.gather(1, order)  # (N, 4): 2·op + 1 where the op runs on the cell at that stage
-    arrangement = torch.arange(n_cells)
+    flags = torch.stack([params.hue_first.cpu(), torch.ones(n_cells, dtype=torch.bool), params.use_sharpness.cpu(),
+                         params.use_posterize.cpu()], dim=1)
+    keys = order * 2 + flags.gather(1, order)  # (N, 4): the run of each cell at each stage
+    arrangement = torch.arange(n_cells)  # arrangement[j]: the cell now at slot j
     for stage in range(4):
         key = keys[arrangement, stage]
         regroup = key.argsort(stable=True)
         arrangement, key = arrangement[regroup], key[regroup]
         cells = cells.index_select(1, _to(regroup, cells.device))
-        ends = torch.bincount(key, minlength=8).cumsum(0).tolist()
-        for op, (fn, op_params) in ops.items():
-            start, end = ends[2 * op], ends[2 * op + 1]
+        ends = [0] + torch.bincount(key, minlength=8).cumsum(0).tolist()
+        for run, (fn, run_params) in runs.items():
+            start, end = ends[run], ends[run + 1]
             if end > start:
                 cell_ids = arrangement[start:end]
-                fn(cells[:, start:end], *(q[_to(cell_ids, q.device)] for q in op_params))
+                fn(cells[:, start:end], *(q[_to(cell_ids, q.device)] for q in run_params))
     return from_cells(cells.index_select(1, _to(arrangement.argsort(), cells.device)), x.shape)
 
 

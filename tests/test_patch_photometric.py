@@ -72,7 +72,7 @@ def test_jitter_matches_torchvision_on_one_cell(hue_first):
     expected = cell
     for op in (reversed(sub_ops) if hue_first else sub_ops):
         expected = op(expected)
-    ours = jitter_(to_cells(cell[None], 16), torch.tensor([1.08]), torch.tensor([-0.07]), torch.tensor([hue_first]))
+    ours = jitter_(to_cells(cell[None], 16), torch.tensor([1.08]), torch.tensor([-0.07]), hue_first)
     torch.testing.assert_close(from_cells(ours, (1, 3, 16, 16))[0], expected, atol=1e-5, rtol=0)
 
 
