@@ -5,8 +5,9 @@
 ``patch-aug``: the batched per-patch photometric augmentation (methods/patch_photometric.py, specs/patchwise.md
 §3.1) against the per-cell torchvision loop kept as its test reference (tests/patch_photometric_reference.py), on
 the same images and drawn parameters. It needs a source checkout for that reference. Both run in this process on
-``--threads`` intra-op threads (1 by default: the loop's tiny ops only lose from more); wall and process-CPU times
-are the minimum over repeats, and the CPU-time ratio is the steadier figure on a shared machine.
+``--threads`` intra-op threads (1 by default: the loop's tiny ops only lose from more), timed in alternating rounds;
+wall and process-CPU times are the minimum over runs, and the CPU-time ratio is the steadier figure on a shared
+machine.
 
 A subcommand is a ``(name, add_arguments, run)`` entry in ``SUBCOMMANDS``; ``run(args)`` returns a JSON-able dict.
 """
@@ -54,12 +55,23 @@ def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> dict:
     return {"wall_s": min(walls), "cpu_s": min(cpus)}
 
 
+def interleaved(fns: dict[str, tuple[Callable[[], object], int, torch.device]], rounds: int) -> dict:
+    """``timed`` for each of ``fns`` (name → (fn, repeats per round, device)), in alternating rounds, minimum over
+    rounds: load from other processes then weighs on every candidate alike."""
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for name, (fn, repeats, device) in fns.items():
+            t = timed(fn, repeats, device)
+            best[name] = {k: min(v, best[name][k]) for k, v in t.items()} if name in best else t
+    return best
+
+
 def patch_aug_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=8, help="views in the batch")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--patch-size", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=10, help="timed runs of the batched op (after one warm-up)")
-    p.add_argument("--reference-repeats", type=int, default=2, help="timed runs of the per-cell loop")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of loop and batched timings")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs of the batched op per round")
     p.add_argument("--device", default="cpu", help="device of the batched op (the loop runs on the CPU)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -73,9 +85,12 @@ def patch_aug(a: argparse.Namespace) -> dict:
     params = sample_patch_photometric(a.views * (a.img_size // a.patch_size) ** 2, generator)
     on_device = images.to(device)
     batched_out = apply_patch_photometric(on_device, a.patch_size, params)  # warm-up
-    batched = timed(lambda: apply_patch_photometric(on_device, a.patch_size, params), a.repeats, device)
-    loop = timed(lambda: reference.reference_patch_photometric(images, a.patch_size, params), a.reference_repeats,
-                 torch.device("cpu"))
+    times = interleaved({
+        "reference_loop": (lambda: reference.reference_patch_photometric(images, a.patch_size, params), 1,
+                           torch.device("cpu")),
+        "batched": (lambda: apply_patch_photometric(on_device, a.patch_size, params), a.repeats, device),
+    }, a.rounds)
+    batched, loop = times["batched"], times["reference_loop"]
     expected = reference.reference_patch_photometric(images, a.patch_size, params)
     return {"benchmark": "patch-aug", "views": a.views, "img_size": a.img_size, "patch_size": a.patch_size,
             "cells": len(params), "device": str(device), "threads": torch.get_num_threads(),
