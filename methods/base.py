@@ -29,12 +29,14 @@ class Views:
 
     crops: one normalised tensor (B, 3, S_v, S_v) per view. meta: per-view geometry, e.g. ``boxes`` (B, V, 4)
     float (top, left, height, width) in source-image pixels and ``flips`` (B, V) bool; later strategies add
-    ``rotations``, ``masks`` or ``keep`` indices.
+    ``rotations``, ``masks`` or ``keep`` indices. ``shared_geometry``: one geometry for the whole batch, so
+    geometry-derived quantities can be computed once (Patch-Wise's same-batch mode).
     """
 
     crops: list[Tensor]
     n_global: int
     meta: dict[str, Tensor] = field(default_factory=dict)
+    shared_geometry: bool = False  # every sample of the batch has the same view geometry
 
     @property
     def n_views(self) -> int:
@@ -120,6 +122,9 @@ class Objective(nn.Module, ABC):
              substep: int = 0) -> dict[str, Tensor]:
         """The losses of one optimiser step: ``loss`` (to minimise) plus detached parts and diagnostics."""
 
+    def configure(self, view: ViewStrategy, backbone: BackboneConfig) -> None:
+        """Hook called once the view strategy and backbone are known (e.g. to size per-position buffers)."""
+
     def after_backward(self, progress: Progress) -> None:
         """Hook between backward and the optimiser step (e.g. DINO's frozen last layer)."""
 
@@ -174,9 +179,10 @@ class SSLMethod(nn.Module):
     def __init__(self, view: ViewStrategy, objective: Objective, backbone: BackboneConfig):
         super().__init__()
         objective.check_views(view)
+        backbone = replace(backbone, **objective.backbone_overrides)
+        objective.configure(view, backbone)
         self.view = view
         self.objective = objective
-        backbone = replace(backbone, **objective.backbone_overrides)
         self.student = ViTEncoder(backbone)
         self.teacher: ViTEncoder | None = None
         if objective.uses_teacher:

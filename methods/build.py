@@ -23,10 +23,24 @@ class MethodChoice:
     objective_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def _keyword_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """Keyword-only ``__init__`` parameters, following ``**kwargs`` up the class hierarchy (subclass first)."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        signature = inspect.signature(klass.__init__).parameters
+        for name, p in signature.items():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                params.setdefault(name, p)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+            break
+    return params
+
+
 def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: set[str]) -> dict[str, Any]:
     """``kwargs`` checked against ``cls.__init__`` and completed with its defaults, so a config is fully resolved."""
-    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
-              if n not in {"self", *skip} and p.kind is inspect.Parameter.KEYWORD_ONLY}
+    params = {n: p for n, p in _keyword_parameters(cls).items() if n not in skip}
     for key in kwargs:
         if key not in params:
             close = difflib.get_close_matches(key, params, n=1)

@@ -2,17 +2,21 @@
 
 ``multicrop`` is DINO's multi-crop (``main_dino.py::DataAugmentationDINO``): two global and N local
 RandomResizedCrops with horizontal flips and DINO's photometric augmentations, run batched on the training device
-with per-sample parameters, and the crop box and flip of every view recorded.
+with per-sample parameters, and the crop box and flip of every view recorded. ``patchwise`` adds Patch-Wise SSL's
+per-patch photometric augmentation after them (specs/patchwise.md §3).
 """
 
 from __future__ import annotations
+
+from dataclasses import fields
 
 import torch
 from torch import Tensor
 
 from .base import Views, ViewStrategy
 from .crops import resized_crop, sample_crop_boxes
-from .photometric import apply_photometric, blur_kernel_size, sample_photometric
+from .patch_photometric import patch_photometric
+from .photometric import PhotometricParams, apply_photometric, blur_kernel_size, sample_photometric
 from .registry import register_view
 
 
@@ -24,6 +28,11 @@ class MultiCropViews(ViewStrategy):
     (specs/dino.md §9). ``blur_sigma`` is given at DINO's 224 px scale and scaled with each view's size, so the
     blur is the same fraction of the view as in DINO. Per view: blur p (1.0, 0.1, 0.5 for locals) and solarize p
     (0, 0.2, 0 for locals), as DINO.
+
+    ``same_batch_geometry`` reproduces the official Patch-Wise main branch (``collate_function``, spec §2.3): one
+    draw per view for the whole batch, so every image of a batch gets the same boxes, flips and photometric
+    parameters. It makes matching computable once per batch but removes augmentation diversity within a batch
+    (B images share one view geometry), which is why per-sample draws are the default.
     """
 
     provides = frozenset({"boxes", "flips"})
@@ -33,7 +42,7 @@ class MultiCropViews(ViewStrategy):
                  local_scale=(0.05, 0.4), ratio=(3 / 4, 4 / 3), flip_p: float = 0.5, jitter_p: float = 0.8,
                  brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.2, hue: float = 0.1,
                  gray_p: float = 0.2, blur_sigma=(0.1, 2.0), global_blur_p=(1.0, 0.1), local_blur_p: float = 0.5,
-                 global_solarize_p=(0.0, 0.2), local_solarize_p: float = 0.0):
+                 global_solarize_p=(0.0, 0.2), local_solarize_p: float = 0.0, same_batch_geometry: bool = False):
         super().__init__(image_size=image_size, patch_size=patch_size, mean=mean, std=std)
         self.global_size = global_size or image_size
         self.local_size = local_size or image_size // 2
@@ -48,27 +57,75 @@ class MultiCropViews(ViewStrategy):
         self.blur_sigma = tuple(blur_sigma)
         self.blur_p = list(global_blur_p) + [local_blur_p] * n_local
         self.solarize_p = list(global_solarize_p) + [local_solarize_p] * n_local
+        self.same_batch_geometry = same_batch_geometry
 
     def view_sizes(self) -> list[int]:
         return [self.global_size] * self.n_global + [self.local_size] * self.n_local
 
+    def finish_views(self, views: list[Tensor], generator: torch.Generator) -> list[Tensor]:
+        """Hook on the augmented views in [0, 1], before normalisation, once every view's geometry is drawn."""
+        return views
+
     def __call__(self, images: Tensor, generator: torch.Generator) -> Views:
         batch, _, height, width = images.shape
+        draws = 1 if self.same_batch_geometry else batch
         source = images.float().div_(255)
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         crops, boxes, flips = [], [], []
         for v, size in enumerate(self.view_sizes()):
             scale = self.global_scale if v < self.n_global else self.local_scale
-            box = sample_crop_boxes(batch, height, width, scale, self.ratio, generator)
-            flip = torch.rand(batch, generator=generator) < self.flip_p
+            box = sample_crop_boxes(draws, height, width, scale, self.ratio, generator).expand(batch, 4)
+            flip = (torch.rand(draws, generator=generator) < self.flip_p).expand(batch)
             view = resized_crop(source, box, flip, size)
             sigma = tuple(s * size / 224 for s in self.blur_sigma)
-            params = sample_photometric(batch, generator, **self.jitter, blur_p=self.blur_p[v], sigma_range=sigma,
+            params = sample_photometric(draws, generator, **self.jitter, blur_p=self.blur_p[v], sigma_range=sigma,
                                         solarize_p=self.solarize_p[v])
-            view = apply_photometric(view, params, blur_kernel_size(sigma[1], size))
-            crops.append((view - mean) / std)
+            if self.same_batch_geometry:
+                params = PhotometricParams(**{f.name: _repeat(getattr(params, f.name), batch)
+                                              for f in fields(params)})
+            crops.append(apply_photometric(view, params, blur_kernel_size(sigma[1], size)))
             boxes.append(box)
             flips.append(flip)
+        crops = [(view - mean) / std for view in self.finish_views(crops, generator)]
         meta = {"boxes": torch.stack(boxes, 1).to(images.device), "flips": torch.stack(flips, 1).to(images.device)}
-        return Views(crops=crops, n_global=self.n_global, meta=meta)
+        return Views(crops=crops, n_global=self.n_global, meta=meta, shared_geometry=self.same_batch_geometry)
+
+
+def _repeat(draw: Tensor, batch: int) -> Tensor:
+    """One sample's parameters repeated for the whole batch."""
+    return draw.expand(batch, *draw.shape[1:]).contiguous()
+
+
+@register_view("patchwise")
+class PatchWiseViews(MultiCropViews):
+    """Multi-crop with geometry, then Patch-Wise's per-patch photometric augmentation on every view.
+
+    Follows ``alijavidani/dino@imagenet100-patch_augmentation`` (``image_to_patches.py::PatchAugmentation``):
+    every ViT patch of every view, globals and locals, gets its own random jitter/blur/sharpness/posterize, after
+    DINO's image-level augmentations and before normalisation (spec §3). ``patch_augmentation=False`` is the
+    official main branch (no per-patch augmentation). In same-batch mode the per-patch draws stay independent
+    (inferred: the only code with the per-patch augmentation draws per sample).
+    """
+
+    def __init__(self, *, patch_augmentation: bool = True, small_patch_blur: str = "replicate", **kwargs):
+        super().__init__(**kwargs)
+        self.patch_augmentation = patch_augmentation
+        self.small_patch_blur = small_patch_blur  # patches < 3 px: the 1×5 blur's padding (spec §3.1 edge case)
+
+    def finish_views(self, views: list[Tensor], generator: torch.Generator) -> list[Tensor]:
+        """Every view gets its own per-patch draws; one batched call per run of equal-size views. Drawn after
+        the geometry, so switching the augmentation off leaves the crops, boxes and flips unchanged."""
+        if not self.patch_augmentation:
+            return views
+        out: list[Tensor] = []
+        start = 0
+        while start < len(views):
+            end = start
+            while end < len(views) and views[end].shape == views[start].shape:
+                end += 1
+            augmented = patch_photometric(torch.cat(views[start:end]), self.patch_size, generator,
+                                          small_patch_blur=self.small_patch_blur)
+            out.extend(augmented.chunk(end - start))
+            start = end
+        return out

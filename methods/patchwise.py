@@ -1,0 +1,194 @@
+"""Patch-Wise SSL (Javidani et al., arXiv 2310.18651): DINO plus a loss between geometrically matched patches.
+
+Follows ``patch_wise_dino.py::DINOLoss`` of alijavidani/Local_Global_Representation_Learning (specs/patchwise.md
+§5–6): one DINO head shared by CLS and patch tokens; for every (teacher global v, student view u ≠ v) pair the
+cross-entropy between the centred, sharpened teacher distribution and the student's, over the CLS pair and the
+patch pairs of the geometric matching (methods/patch_matching.py); the centre has one row per token position of a
+global view and follows DINO's EMA. Temperatures, teacher-temperature warm-up and the frozen last layer as DINO.
+
+The released loss (``loss_variant="mean"``) averages the cross-entropies of a pair over all its matched tokens, CLS
+included; ``"lambda"`` is the development branches' λ·H_CLS + (1 − λ)·mean over patches (0 without patch matches).
+With per-sample geometry each sample's pair is averaged over its own |M_b| (spec §6), then over samples and pairs.
+
+Efficiency (spec §9): the student head runs only on the tokens some pair uses (gather, then project), and the loss
+is one dense (used tokens × K) target — the weighted sum of teacher distributions each student token is matched to
+— built with a sparse matrix product, so no (pair × B × M × K) tensor is ever formed. The teacher head runs on
+every global token, because every centre row is updated from the batch mean.
+
+Ablation switches: ``patch_loss=False`` (CLS pairs only: DINO with tracked crops), ``global_local_patches=False``
+(patch pairs only between the two globals), ``patch_centre="shared"`` (one centre row for all patch positions).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .backbone import BackboneConfig, ViTEncoder
+from .base import Objective, Progress, Views, ViewStrategy, forward_multicrop
+from .dino import build_head_pair, teacher_temperature
+from .patch_matching import PatchMatches, match_patches
+from .registry import MethodSpec, register_method, register_objective
+
+LOSS_VARIANTS = ("mean", "lambda")
+CENTRES = ("per_position", "shared")
+
+
+def token_weights(matches: PatchMatches, variant: str, cls_weight: float) -> Tensor:
+    """Per-sample weights (N, M) of each matched token pair's cross-entropy within its view pair."""
+    valid = matches.valid.float()
+    if variant == "mean":
+        return valid / valid.sum(1, keepdim=True)
+    n_patch = valid[:, 1:].sum(1, keepdim=True)
+    patch = (1 - cls_weight) * valid[:, 1:] / n_patch.clamp_min(1)
+    return torch.cat([torch.full_like(valid[:, :1], cls_weight), patch], 1)
+
+
+@register_objective("patchwise")
+class PatchWiseObjective(Objective):
+    """DINO on CLS and on matched patch tokens, with one shared head and a per-position centre."""
+
+    requires = frozenset({"boxes", "flips"})
+    min_global_views = 2
+
+    def __init__(self, embed_dim: int, *, out_dim: int = 10000, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 norm_last_layer: bool = True, use_bn: bool = False, student_temp: float = 0.1,
+                 teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04, warmup_teacher_temp_epochs: int = 0,
+                 center_momentum: float = 0.9, freeze_last_layer: int = 1, patch_loss: bool = True,
+                 global_local_patches: bool = True, loss_variant: str = "mean", cls_weight: float = 0.9,
+                 patch_centre: str = "per_position"):
+        super().__init__(embed_dim)
+        if loss_variant not in LOSS_VARIANTS:
+            raise ValueError(f"loss_variant '{loss_variant}' is not one of {LOSS_VARIANTS}")
+        if patch_centre not in CENTRES:
+            raise ValueError(f"patch_centre '{patch_centre}' is not one of {CENTRES}")
+        student, teacher = build_head_pair(embed_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer, use_bn,
+                                           freeze_last_layer)
+        self.student_heads = nn.ModuleDict({"dino": student})
+        self.teacher_heads = nn.ModuleDict({"dino": teacher})
+        self.out_dim, self.student_temp, self.center_momentum = out_dim, student_temp, center_momentum
+        self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
+        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.patch_loss, self.global_local_patches = patch_loss, global_local_patches
+        self.loss_variant, self.cls_weight, self.patch_centre = loss_variant, cls_weight, patch_centre
+        self.patch_size = 0
+        self.register_buffer("center", torch.zeros(1, 1, out_dim))
+
+    def configure(self, view: ViewStrategy, backbone: BackboneConfig) -> None:
+        """The centre gets one row per token of a global view (CLS + P²), or CLS + one shared patch row, or only
+        the CLS row without patch loss."""
+        self.patch_size = backbone.patch_size
+        grid = getattr(view, "global_size", view.image_size) // backbone.patch_size
+        rows = (1 + grid * grid if self.patch_centre == "per_position" else 2) if self.patch_loss else 1
+        self.center = torch.zeros(1, rows, self.out_dim)
+
+    def uses_patches(self, teacher_view: int, student_view: int, n_global: int) -> bool:
+        return self.patch_loss and (self.global_local_patches or student_view < n_global)
+
+    def matches(self, views: Views, teacher_views: list[int], student_views: list[int]) -> PatchMatches:
+        """Token pairs of view pairs with equal grid sizes, rows (pair, sample); CLS only without patch loss."""
+        batch, n_pairs = views.batch_size, len(teacher_views)
+        if not self.uses_patches(teacher_views[0], student_views[0], views.n_global):
+            zeros = torch.zeros(n_pairs * batch, 1, dtype=torch.long, device=views.crops[0].device)
+            return PatchMatches(zeros, zeros, torch.ones_like(zeros, dtype=torch.bool))
+        rows = slice(0, 1) if views.shared_geometry else slice(None)  # same-batch mode: match once, share it
+        boxes, flips = views.meta["boxes"][rows], views.meta["flips"][rows]
+        t, s = torch.tensor(teacher_views), torch.tensor(student_views)
+        grid = lambda v: views.crops[v].shape[-1] // self.patch_size
+        m = match_patches(boxes[:, t].transpose(0, 1).flatten(0, 1), flips[:, t].T.flatten(), grid(teacher_views[0]),
+                          boxes[:, s].transpose(0, 1).flatten(0, 1), flips[:, s].T.flatten(), grid(student_views[0]))
+        if views.shared_geometry:
+            m = PatchMatches(*(x.repeat_interleave(batch, 0) for x in (m.teacher, m.student, m.valid)))
+        return m
+
+    def loss(self, student: ViTEncoder, teacher: ViTEncoder | None, views: Views, progress: Progress,
+             substep: int = 0) -> dict[str, Tensor]:
+        assert teacher is not None
+        batch, n_global = views.batch_size, views.n_global
+        temp = teacher_temperature(progress.epoch, progress.total_epochs, self.warmup_teacher_temp,
+                                   self.teacher_temp, self.warmup_teacher_temp_epochs)
+        with torch.no_grad():
+            teacher_tokens = torch.stack(forward_multicrop(teacher, views.global_crops))  # (G, B, T, D)
+            if not self.patch_loss:
+                teacher_tokens = teacher_tokens[:, :, :1]
+            tokens_per_view = teacher_tokens.shape[2]
+            teacher_logits = self.teacher_heads["dino"](teacher_tokens.flatten(0, 2)).float()
+            teacher_logits = teacher_logits.view(n_global, batch, tokens_per_view, -1)
+            center = self.center_per_token(tokens_per_view)
+            teacher_probs = torch.softmax((teacher_logits - center) / temp, dim=-1)
+
+        student_tokens = forward_multicrop(student, views.crops)
+        student_rows, teacher_rows, weights, n_pairs = self.pair_entries(
+            views, [t.shape[1] for t in student_tokens], tokens_per_view)
+        used, compact = torch.unique(student_rows, return_inverse=True)
+        flat_tokens = torch.cat([t.flatten(0, 1) for t in student_tokens])
+        student_logp = torch.log_softmax(self.student_heads["dino"](flat_tokens[used]).float() / self.student_temp,
+                                         dim=-1)
+        with torch.no_grad(), torch.autocast(student_logp.device.type, enabled=False):
+            pair_matrix = torch.sparse_coo_tensor(torch.stack([compact, teacher_rows]), weights,
+                                                  (len(used), teacher_probs[..., 0].numel()), check_invariants=False)
+            target = torch.sparse.mm(pair_matrix, teacher_probs.flatten(0, 2))
+            entropy = -(teacher_probs * torch.log(teacher_probs.clamp_min(1e-12))).sum(-1).flatten()
+            matched_entropy = (weights * entropy[teacher_rows]).sum()
+        loss = -(target * student_logp).sum()
+        self.update_center(teacher_logits)
+        patch_pairs = (len(student_rows) - n_pairs * batch) / (n_pairs * batch)  # per view pair and sample
+        return {"loss": loss, "teacher_entropy": matched_entropy, "kl": loss.detach() - matched_entropy,
+                "patch_pairs": torch.tensor(float(patch_pairs))}
+
+    def pair_entries(self, views: Views, student_lengths: list[int],
+                     teacher_length: int) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Every (teacher v, student u ≠ v) pair's matched tokens as sparse entries: (row of the student token in
+        the flattened student tokens, row of the teacher token in the flattened teacher tokens, weight), with the
+        weights already divided by the batch size and the number of pairs; and the number of pairs."""
+        batch = views.batch_size
+        offsets = [0]
+        for length in student_lengths:
+            offsets.append(offsets[-1] + batch * length)
+        pairs = [(v, u) for v in range(views.n_global) for u in range(views.n_views) if u != v]
+        groups: dict[tuple, list[tuple[int, int]]] = {}  # pairs whose matching is one vectorised call
+        for v, u in pairs:
+            key = (views.crops[v].shape[-1], views.crops[u].shape[-1], self.uses_patches(v, u, views.n_global))
+            groups.setdefault(key, []).append((v, u))
+        sample = torch.arange(batch, device=views.crops[0].device)[None, :, None]
+        student_rows, teacher_rows, weights = [], [], []
+        for group in groups.values():
+            vs, us = [v for v, _ in group], [u for _, u in group]
+            m = self.matches(views, vs, us)
+            w = (token_weights(m, self.loss_variant, self.cls_weight) / (batch * len(pairs))).view(len(group), batch, -1)
+            keep = m.valid.view_as(w) & (w > 0)
+            student_offset = torch.tensor([offsets[u] for u in us]).view(-1, 1, 1).to(sample.device)
+            student_length = torch.tensor([student_lengths[u] for u in us]).view(-1, 1, 1).to(sample.device)
+            teacher_view = torch.tensor(vs).view(-1, 1, 1).to(sample.device)
+            student_rows.append((student_offset + sample * student_length + m.student.view_as(w))[keep])
+            teacher_rows.append(((teacher_view * batch + sample) * teacher_length + m.teacher.view_as(w))[keep])
+            weights.append(w[keep])
+        return torch.cat(student_rows), torch.cat(teacher_rows), torch.cat(weights), len(pairs)
+
+    def center_per_token(self, tokens_per_view: int) -> Tensor:
+        """(1, T, K): the per-position rows, or the CLS row followed by the shared patch row repeated."""
+        if self.center.shape[1] == tokens_per_view:
+            return self.center
+        return torch.cat([self.center[:, :1], self.center[:, 1:2].expand(-1, tokens_per_view - 1, -1)], 1)
+
+    @torch.no_grad()
+    def update_center(self, teacher_logits: Tensor) -> None:
+        """c ← m·c + (1 − m)·batch mean of the global views' teacher logits, per centre row (DINO's EMA)."""
+        batch_mean = teacher_logits.mean(dim=(0, 1)).unsqueeze(0)  # (1, T, K)
+        if self.center.shape[1] != batch_mean.shape[1]:
+            batch_mean = torch.cat([batch_mean[:, :1], batch_mean[:, 1:].mean(1, keepdim=True)], 1)
+        self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1 - self.center_momentum)
+
+    def after_backward(self, progress: Progress) -> None:
+        self.student_heads["dino"].cancel_last_layer_gradients(progress.epoch)
+
+
+register_method(MethodSpec(
+    name="patchwise", view="patchwise", objective="patchwise",
+    paper="Javidani et al., Patch-Wise Self-Supervised Visual Representation Learning, arXiv 2310.18651",
+    view_defaults=dict(n_local=8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), patch_augmentation=True),
+    objective_defaults=dict(out_dim=10000, teacher_temp=0.04, warmup_teacher_temp=0.04,
+                            warmup_teacher_temp_epochs=0, freeze_last_layer=1, loss_variant="mean"),
+    optim_defaults=dict(lr=5e-4, min_lr=1e-6, warmup_epochs=10, weight_decay=0.04, weight_decay_end=0.4,
+                        momentum_teacher=0.996, clip_grad=3.0),
+))

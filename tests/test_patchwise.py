@@ -1,0 +1,167 @@
+"""The Patch-Wise objective against explicit loops over view pairs and matched tokens (specs/patchwise.md §13)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_patch_matching import reference_correspond
+
+from patchbench.benchmark.train import view_generator
+from patchbench.datasets import build_dataset
+from patchbench.methods import BackboneConfig, MethodChoice, Progress, build_method
+from patchbench.methods.dino import DINOObjective
+from patchbench.methods.patch_matching import PatchMatches, match_patches
+from patchbench.methods.patchwise import token_weights
+
+PROGRESS = Progress(epoch=1, step=10, total_epochs=5, steps_per_epoch=10)
+HEAD = dict(out_dim=16, hidden_dim=8, bottleneck_dim=4, norm_last_layer=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    source = build_dataset("digits")
+    return source.load("train").images[:3], source
+
+
+def build(source, seed=0, view_kwargs=None, **objective_kwargs):
+    torch.manual_seed(seed)
+    backbone = BackboneConfig(size="pico", patch_size=4, img_size=32, drop_path_rate=0.0)
+    choice = MethodChoice("patchwise", view_kwargs={"n_local": 2, **(view_kwargs or {})},
+                          objective_kwargs={**HEAD, **objective_kwargs})
+    return build_method(choice, backbone, source.mean, source.std)
+
+
+def explicit_loss(method, views, variant="mean", cls_weight=0.9, temp=0.04):
+    """Project every token, then loop over pairs, samples and the reference matcher's token pairs."""
+    objective = method.objective
+    with torch.no_grad():
+        teacher = [objective.teacher_heads["dino"](method.teacher(c)) for c in views.global_crops]
+    student = [objective.student_heads["dino"](method.student(c)) for c in views.crops]
+    boxes, flips = views.meta["boxes"], views.meta["flips"]
+    pair_losses = []
+    for v in range(views.n_global):
+        for u in range(views.n_views):
+            if u == v:
+                continue
+            per_sample = []
+            for b in range(views.batch_size):
+                t_ids, s_ids = reference_correspond(
+                    tuple(boxes[b, v].int().tolist()), bool(flips[b, v]), views.crops[v].shape[-1] // 4,
+                    tuple(boxes[b, u].int().tolist()), bool(flips[b, u]), views.crops[u].shape[-1] // 4)
+                ces = [-(torch.softmax(teacher[v][b, i] / temp, -1) * torch.log_softmax(student[u][b, j] / 0.1, -1))
+                       .sum() for i, j in zip(t_ids, s_ids)]
+                if variant == "mean":
+                    per_sample.append(torch.stack(ces).mean())
+                else:
+                    patches = torch.stack(ces[1:]).mean() if len(ces) > 1 else torch.tensor(0.0)
+                    per_sample.append(cls_weight * ces[0] + (1 - cls_weight) * patches)
+            pair_losses.append(torch.stack(per_sample).mean())
+    return torch.stack(pair_losses).mean()
+
+
+@pytest.mark.parametrize("variant", ["mean", "lambda"])
+def test_loss_equals_explicit_loop_over_pairs_and_tokens(digits, variant):
+    images, source = digits
+    method = build(source, view_kwargs={"patch_augmentation": False}, loss_variant=variant, cls_weight=0.7)
+    views = method.make_views(images, view_generator(0, 0))
+    expected = explicit_loss(method, views, variant, cls_weight=0.7)
+    got = method.training_step(views, PROGRESS)["loss"]
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_gather_then_project_gives_the_projected_gradients(digits):
+    images, source = digits
+    method = build(source, view_kwargs={"patch_augmentation": False})
+    views = method.make_views(images, view_generator(0, 1))
+    method.training_step(views, PROGRESS)["loss"].backward()
+    ours = [p.grad.clone() for p in method.objective.student_heads.parameters()]
+    method.zero_grad()
+    method.objective.center.zero_()
+    explicit_loss(method, views).backward()
+    for got, expected in zip(ours, [p.grad for p in method.objective.student_heads.parameters()]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_token_weights_by_hand():
+    valid = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    m = PatchMatches(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long), valid)
+    torch.testing.assert_close(token_weights(m, "mean", 0.9), torch.tensor([[1 / 3, 1 / 3, 1 / 3, 0], [1, 0, 0, 0]]))
+    # λ·CLS + (1 − λ)·mean over the two patches; a pair without patch matches keeps only λ·CLS.
+    torch.testing.assert_close(token_weights(m, "lambda", 0.8),
+                               torch.tensor([[0.8, 0.1, 0.1, 0], [0.8, 0, 0, 0]]))
+
+
+def test_centre_has_a_row_per_global_token_and_follows_the_ema(digits):
+    images, source = digits
+    method = build(source)
+    objective = method.objective
+    assert objective.center.shape == (1, 1 + 8 * 8, 16)
+    views = method.make_views(images, view_generator(0, 0))
+    with torch.no_grad():
+        logits = torch.cat([objective.teacher_heads["dino"](method.teacher(c)) for c in views.global_crops])
+    method.training_step(views, PROGRESS)
+    torch.testing.assert_close(objective.center, 0.1 * logits.mean(0, keepdim=True), rtol=1e-5, atol=1e-6)
+    shared = build(source, patch_centre="shared").objective
+    assert shared.center.shape == (1, 2, 16)
+
+
+def test_patch_loss_off_is_dino_with_tracked_crops(digits):
+    images, source = digits
+    method = build(source, view_kwargs={"patch_augmentation": False}, patch_loss=False, freeze_last_layer=0)
+    views = method.make_views(images, view_generator(0, 0))
+    dino = DINOObjective(32, **HEAD, freeze_last_layer=0)
+    dino.student_heads.load_state_dict(method.objective.student_heads.state_dict())
+    dino.teacher_heads.load_state_dict(method.objective.teacher_heads.state_dict())
+    expected = dino.loss(method.student, method.teacher, views, PROGRESS)["loss"]
+    torch.testing.assert_close(method.training_step(views, PROGRESS)["loss"], expected, rtol=1e-6, atol=1e-6)
+    assert method.objective.center.shape == (1, 1, 16)
+    torch.testing.assert_close(method.objective.center[0], dino.criterion.center[0], rtol=1e-5, atol=1e-7)
+
+
+def test_without_global_local_patches_only_the_global_pairs_match_patches(digits):
+    images, source = digits
+    method = build(source, view_kwargs={"patch_augmentation": False}, global_local_patches=False)
+    views = method.make_views(images, view_generator(0, 0))
+    objective = method.objective
+    assert objective.matches(views, [0], [1]).valid[:, 1:].any()
+    assert objective.matches(views, [0], [2]).valid.shape == (3, 1)
+    with_local = build(source, view_kwargs={"patch_augmentation": False})
+    assert with_local.objective.matches(views, [0], [2]).valid[:, 1:].any()
+
+
+def test_same_batch_geometry_shares_boxes_flips_and_one_matching(digits, monkeypatch):
+    import patchbench.methods.patchwise as patchwise
+    rows_matched = []
+    spy = lambda boxes_a, *args: rows_matched.append(len(boxes_a)) or match_patches(boxes_a, *args)
+    monkeypatch.setattr(patchwise, "match_patches", spy)
+    images, source = digits
+    method = build(source, view_kwargs={"same_batch_geometry": True, "patch_augmentation": False})
+    views = method.make_views(images, view_generator(0, 0))
+    boxes, flips = views.meta["boxes"], views.meta["flips"]
+    assert views.shared_geometry
+    assert (boxes == boxes[:1]).all() and (flips == flips[:1]).all()
+    shared = method.objective.matches(views, [0, 1], [3, 2])
+    views.shared_geometry = False
+    per_sample = method.objective.matches(views, [0, 1], [3, 2])
+    assert rows_matched == [2, 2 * 3]  # once per view pair, then once per (pair, sample)
+    assert torch.equal(shared.teacher, per_sample.teacher) and torch.equal(shared.valid, per_sample.valid)
+    # The same crop of different images: every sample's view is the same window of its own image.
+    plain = build(source, view_kwargs={"patch_augmentation": False}).make_views(images, view_generator(0, 0))
+    assert not (plain.meta["boxes"] == plain.meta["boxes"][:1]).all()
+
+
+def test_patchwise_views_add_the_per_patch_augmentation_on_the_same_geometry(digits):
+    images, source = digits
+    on = build(source).make_views(images, view_generator(0, 0))
+    off = build(source, view_kwargs={"patch_augmentation": False}).make_views(images, view_generator(0, 0))
+    assert torch.equal(on.meta["boxes"], off.meta["boxes"]) and torch.equal(on.meta["flips"], off.meta["flips"])
+    for a, b in zip(on.crops, off.crops):
+        assert a.shape == b.shape and not torch.allclose(a, b)
+    torch.manual_seed(0)
+    dino = build_method(MethodChoice("dino", view_kwargs={"n_local": 2}), BackboneConfig(size="pico"), source.mean,
+                        source.std)
+    plain = dino.make_views(images, view_generator(0, 0))  # DINO's multicrop draws the same views
+    assert all(torch.equal(a, b) for a, b in zip(plain.crops, off.crops))
+    # Per-patch: cells differ in how they change, so the change is not one global colour transform.
+    diff = (on.crops[0] - off.crops[0]).unfold(2, 4, 4).unfold(3, 4, 4).mean(dim=(-1, -2))  # (B, 3, 8, 8)
+    assert diff.flatten(2).std(dim=2).min() > 1e-3
