@@ -14,6 +14,7 @@ exact-resume property of ``train.py`` holds for any world size.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -70,7 +71,7 @@ def shard_views(views: Views, shard: int, shards: int) -> Views:
             return type(value)(take(v) for v in value)
         return value
 
-    return Views(crops=[c[cut] for c in views.crops], n_global=views.n_global, meta=take(views.meta))
+    return replace(views, crops=[c[cut] for c in views.crops], meta=take(views.meta))  # other fields carry over
 
 
 def any_rank(*flags: bool) -> list[bool]:
