@@ -160,10 +160,10 @@ def test_afterok_child_of_a_failed_parent_is_cancelled_and_never_runs(tmp_path):
     child = ex.submit(write_time, tmp_path / "child_ran", "child")
     with pytest.raises(FailedJobError):
         parent.result()
+    assert final_states(parent.job_id) == ["FAILED"]
+    assert final_states(child.job_id) == ["CANCELLED"]  # before result(), which would wait forever on a pending child
     with pytest.raises(UncompletedJobError):
         child.result()
-    assert final_states(parent.job_id) == ["FAILED"]
-    assert final_states(child.job_id) == ["CANCELLED"]
     assert not (tmp_path / "child_ran").exists()
 
 

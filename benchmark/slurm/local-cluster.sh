@@ -43,7 +43,7 @@ daemon_alive() {
     local record="$STATE/run/$1.bgpid" pid started
     [[ -f "$record" ]] || return 1
     read -r pid started < "$record"
-    [[ -n "$pid" && "$(start_time_of "$pid")" == "$started" ]]
+    [[ -n "$pid" && -n "$started" && "$(start_time_of "$pid")" == "$started" ]]
 }
 
 # Start NAME in the foreground of its own session, output appended to log/NAME.out, and record its PID.
@@ -77,6 +77,7 @@ all_daemons_alive() {
 }
 
 stop_all_daemons() {
+    local name
     for name in "${STOP_ORDER[@]}"; do stop_daemon "$name"; done
 }
 
