@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .backbone import BackboneConfig, ViTEncoder
 from .base import Objective, Progress, Views, ViewStrategy, forward_multicrop
 from .dino import build_head_pair, teacher_temperature
+from .distributed import all_reduce_mean
 from .patch_matching import PatchMatches, match_patches
 from .registry import MethodSpec, register_method, register_objective
 
@@ -173,8 +174,9 @@ class PatchWiseObjective(Objective):
 
     @torch.no_grad()
     def update_center(self, teacher_logits: Tensor) -> None:
-        """c ← m·c + (1 − m)·batch mean of the global views' teacher logits, per centre row (DINO's EMA)."""
-        batch_mean = teacher_logits.mean(dim=(0, 1)).unsqueeze(0)  # (1, T, K)
+        """c ← m·c + (1 − m)·batch mean of the global views' teacher logits, per centre row (DINO's EMA), the mean
+        taken over every rank's shard as the official code's all-reduce."""
+        batch_mean = all_reduce_mean(teacher_logits.mean(dim=(0, 1)).unsqueeze(0))  # (1, T, K), over all ranks
         if self.center.shape[1] != batch_mean.shape[1]:
             batch_mean = torch.cat([batch_mean[:, :1], batch_mean[:, 1:].mean(1, keepdim=True)], 1)
         self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1 - self.center_momentum)
