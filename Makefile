@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all demo clean
+.PHONY: install test test-cpu demo clean
 
 install: $(STAMP)
 
@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # CPU tests, without the ones that need the local Slurm cluster or a GPU.
+# The test command (CI runs it through .ci/run): every test but the GPU ones. `slurm` tests need the local
+# cluster (benchmark/slurm/local-cluster.sh start; .ci/run starts and stops it) and skip, naming it, when it is down.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slurm and not gpu" $(PYTEST_ARGS)
-
-# Everything but GPU tests; `slurm` tests need the local cluster (benchmark/slurm/local-cluster.sh start)
-# and skip, naming it, when it is down. .ci/run starts and stops the cluster around this target.
-test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+
+# The quick CPU suite, without the Slurm tests.
+test-cpu: $(STAMP)
+	$(PY) -m pytest -q -m "not slurm and not gpu" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/patchbench run benchmark/matrices/demo.yaml --executor local
