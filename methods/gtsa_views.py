@@ -1,0 +1,163 @@
+"""GTSA's views: overlap-constrained multi-crop with four-fold rotations (``util/gtsa_transforms.py``).
+
+Follows ``GTSATransforms`` (after Leopart): 2 global and N local RandomResizedCrops (bilinear, no flip), each crop
+redrawn until its overlap with every earlier *global* crop exceeds ``int(0.01·H·W)`` pixels² (twice that for the
+second global); colour jitter (0.8, 0.8, 0.8, 0.2) p 0.8, grayscale p 0.2, Gaussian blur p 0.2; then a rotation by
+k·90° counter-clockwise, k ~ U{0..3}. ``Views.meta``: ``boxes`` (B, V, 4) = (top, left, height, width) in source
+pixels, ``rotations`` (B, V) = k, ``overlap_fallback`` (B, V) bool.
+
+Batched: only the failing rows are redrawn, at most ``max_redraws`` times. Deviation (documented): upstream loops
+without a cap; rows still failing after the cap (never seen at the defaults) take the fallback box, the
+intersection of the earlier globals, which satisfies the constraint by construction, and are flagged in
+``overlap_fallback``. The blur σ (given at 224 px) is scaled with each view's size, as ``multicrop`` does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Views, ViewStrategy
+from .crops import resized_crop, sample_crop_boxes
+from .photometric import apply_photometric, blur_kernel_size, sample_photometric
+from .registry import register_view
+
+
+def to_corners(boxes: Tensor) -> Tensor:
+    """(…, 4) (top, left, height, width) → (…, 4) (x1, y1, x2, y2)."""
+    top, left, height, width = boxes.unbind(-1)
+    return torch.stack([left, top, left + width, top + height], dim=-1)
+
+
+def intersect(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection of (x1, y1, x2, y2) boxes; an empty one collapses to zero size (x2 = x1, y2 = y1)."""
+    x1, y1 = torch.maximum(a[..., 0], b[..., 0]), torch.maximum(a[..., 1], b[..., 1])
+    x2, y2 = torch.minimum(a[..., 2], b[..., 2]), torch.minimum(a[..., 3], b[..., 3])
+    return torch.stack([x1, y1, torch.maximum(x2, x1), torch.maximum(y2, y1)], dim=-1)
+
+
+def area(corners: Tensor) -> Tensor:
+    return (corners[..., 2] - corners[..., 0]) * (corners[..., 3] - corners[..., 1])
+
+
+def rotate_boxes(corners: Tensor, quarter_turns: Tensor, size: float) -> Tensor:
+    """Boxes (…, 4) in an S×S crop's frame → the same boxes after rotating the crop k·90° counter-clockwise.
+
+    ``rotate_bbox`` of ``util/gtsa_transforms.py`` (specs/gtsa.md §2): 90° maps (x1, y1, x2, y2) to
+    (y1, S−x2, y2, S−x1); 180° and 270° are its powers.
+    """
+    x1, y1, x2, y2 = corners.unbind(-1)
+    s = size
+    options = torch.stack([torch.stack(c, dim=-1) for c in (
+        (x1, y1, x2, y2), (y1, s - x2, y2, s - x1), (s - x2, s - y2, s - x1, s - y1), (s - y2, x1, s - y1, x2))])
+    k = (quarter_turns.long() % 4).to(corners.device).expand(corners.shape[:-1])
+    return options.gather(0, k.unsqueeze(-1).expand(corners.shape).unsqueeze(0)).squeeze(0)
+
+
+def overlap_in_crop_frame(crop: Tensor, other: Tensor, crop_size: int, quarter_turns: Tensor) -> Tensor:
+    """The overlap of ``crop`` and ``other`` ((…, 4) source boxes, top/left/h/w) in ``crop``'s rotated pixel frame.
+
+    ``calculate_bboxes``: intersect in source pixels, shift to the crop's origin, scale to its output size, then
+    ``rotate_bbox`` by the crop's own rotation. Returns (…, 4) (x1, y1, x2, y2) in crop pixels.
+    """
+    inter = intersect(to_corners(crop), to_corners(other))
+    top, left, height, width = crop.unbind(-1)
+    origin = torch.stack([left, top, left, top], dim=-1)
+    scale = torch.stack([crop_size / width, crop_size / height] * 2, dim=-1)
+    return rotate_boxes((inter - origin) * scale, quarter_turns, crop_size)
+
+
+def sample_overlapping_boxes(batch: int, height: int, width: int, scales: list[tuple[float, float]],
+                             ratio: tuple[float, float], n_global: int, generator: torch.Generator,
+                             max_redraws: int = 100) -> tuple[Tensor, Tensor]:
+    """Crop boxes (B, V, 4) satisfying GTSA's overlap constraint, and the fallback flags (B, V)."""
+    threshold = int(0.01 * height * width)
+    boxes, fallbacks = [], []
+    for v, scale in enumerate(scales):
+        box = sample_crop_boxes(batch, height, width, scale, ratio, generator)
+        earlier = [to_corners(g) for g in boxes[:min(v, n_global)]]
+        need = threshold * (2 if v < n_global else 1)
+
+        def failing(candidates: Tensor, rows: Tensor) -> Tensor:
+            corners = to_corners(candidates)
+            ok = torch.stack([area(intersect(corners, g[rows])) > need for g in earlier]).all(0)
+            return rows[~ok]
+
+        rows = failing(box, torch.arange(batch)) if earlier else torch.empty(0, dtype=torch.long)
+        for _ in range(max_redraws):
+            if rows.numel() == 0:
+                break
+            box[rows] = sample_crop_boxes(rows.numel(), height, width, scale, ratio, generator)
+            rows = failing(box[rows], rows)
+        fallback = torch.zeros(batch, dtype=torch.bool)
+        if rows.numel():
+            common = earlier[0][rows]
+            for g in earlier[1:]:
+                common = intersect(common, g[rows])
+            x1, y1, x2, y2 = common.unbind(-1)
+            box[rows] = torch.stack([y1, x1, y2 - y1, x2 - x1], dim=-1)
+            fallback[rows] = True
+        boxes.append(box)
+        fallbacks.append(fallback)
+    return torch.stack(boxes, 1), torch.stack(fallbacks, 1)
+
+
+def rotate_quarter_turns(x: Tensor, quarter_turns: Tensor) -> Tensor:
+    """Rotate each sample of ``x`` (B, C, S, S) by its own k·90° counter-clockwise (``torch.rot90``, dims (-2, -1))."""
+    k = (quarter_turns.long() % 4).to(x.device)
+    out = x
+    for turns in range(1, 4):
+        out = torch.where((k == turns).view(-1, *[1] * (x.dim() - 1)), torch.rot90(x, turns, dims=(-2, -1)), out)
+    return out
+
+
+@register_view("gtsa")
+class GTSAViews(ViewStrategy):
+    """Overlap-constrained multi-crop with four-fold rotations; provides ``boxes``, ``rotations``."""
+
+    provides = frozenset({"boxes", "rotations", "overlap_fallback"})
+
+    def __init__(self, *, image_size: int, patch_size: int, mean, std, global_size: int | None = None,
+                 local_size: int | None = None, n_local: int = 8, global_scale=(0.3, 1.0), local_scale=(0.1, 0.3),
+                 ratio=(3 / 4, 4 / 3), jitter_p: float = 0.8, brightness: float = 0.8, contrast: float = 0.8,
+                 saturation: float = 0.8, hue: float = 0.2, gray_p: float = 0.2, blur_p: float = 0.2,
+                 blur_sigma=(0.1, 2.0), rotate: bool = True, max_redraws: int = 100):
+        super().__init__(image_size=image_size, patch_size=patch_size, mean=mean, std=std)
+        self.global_size = global_size or image_size
+        self.local_size = local_size or image_size // 2
+        for size in (self.global_size, self.local_size):
+            if size % patch_size:
+                raise ValueError(f"crop size {size} is not a multiple of the patch size {patch_size}")
+        if not 0 <= hue <= 0.5:
+            raise ValueError(f"hue jitter {hue} must lie in [0, 0.5]")
+        self.n_global, self.n_local = 2, n_local
+        self.global_scale, self.local_scale, self.ratio = tuple(global_scale), tuple(local_scale), tuple(ratio)
+        self.jitter = dict(jitter_p=jitter_p, brightness=brightness, contrast=contrast, saturation=saturation,
+                           hue=hue, gray_p=gray_p)
+        self.blur_p, self.blur_sigma = blur_p, tuple(blur_sigma)
+        self.rotate, self.max_redraws = rotate, max_redraws
+
+    def view_sizes(self) -> list[int]:
+        return [self.global_size] * self.n_global + [self.local_size] * self.n_local
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Views:
+        batch, _, height, width = images.shape
+        source = images.float().div_(255)
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        scales = [self.global_scale] * self.n_global + [self.local_scale] * self.n_local
+        boxes, fallback = sample_overlapping_boxes(batch, height, width, scales, self.ratio, self.n_global,
+                                                   generator, self.max_redraws)
+        no_flip = torch.zeros(batch, dtype=torch.bool)
+        crops, rotations = [], []
+        for v, size in enumerate(self.view_sizes()):
+            view = resized_crop(source, boxes[:, v], no_flip, size, mode="bilinear")
+            sigma = tuple(s * size / 224 for s in self.blur_sigma)
+            params = sample_photometric(batch, generator, **self.jitter, blur_p=self.blur_p, sigma_range=sigma)
+            view = apply_photometric(view, params, blur_kernel_size(sigma[1], size))
+            turns = torch.randint(0, 4 if self.rotate else 1, (batch,), generator=generator)
+            crops.append(rotate_quarter_turns((view - mean) / std, turns))
+            rotations.append(turns)
+        meta = {"boxes": boxes.to(images.device), "rotations": torch.stack(rotations, 1).to(images.device),
+                "overlap_fallback": fallback.to(images.device)}
+        return Views(crops=crops, n_global=self.n_global, meta=meta)
