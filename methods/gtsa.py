@@ -103,8 +103,9 @@ class GTSAObjective(Objective):
         s_boxes = overlap_in_crop_frame(boxes[:, sv], boxes[:, tq], student_size, turns[:, sv])
         delta = (turns[:, sv] - turns[:, tq]) % 4
         pair_major = lambda x: x.transpose(0, 1).reshape(len(pairs) * batch, *x.shape[2:])
+        s_index = torch.tensor(student_index, device=boxes.device)
         t_maps = teacher_maps.view(-1, batch, *teacher_maps.shape[1:])[tq].flatten(0, 1)
-        s_maps = student_maps.view(-1, batch, *student_maps.shape[1:])[torch.tensor(student_index)].flatten(0, 1)
+        s_maps = student_maps.view(-1, batch, *student_maps.shape[1:])[s_index].flatten(0, 1)
         t_roi, s_roi = aligned_rois(t_maps, pair_major(t_boxes), s_maps, pair_major(s_boxes), pair_major(delta),
                                     out_size, patch_size)
         crop = -F.cosine_similarity(s_roi, t_roi, dim=1).view(len(pairs), -1).mean(1).sum()
@@ -149,7 +150,7 @@ class GTSAObjective(Objective):
         with torch.no_grad():
             parts = {"crop_loss": crop.detach(), "pc_loss": pc.detach(), "rot_loss": rotation.detach(),
                      "rot_acc": (logits.argmax(1) == labels).float().mean(),
-                     "pc_coef": torch.tensor(pc_coef),
+                     "pc_coef": torch.tensor(pc_coef, device=loss.device),
                      "teacher_std": F.normalize(teacher_maps.mean((2, 3)), dim=1).std(0).mean()}
             if "overlap_fallback" in views.meta:
                 parts["overlap_fallback"] = views.meta["overlap_fallback"].float().mean()

@@ -117,6 +117,7 @@ def test_one_step_variant_and_a_mismatch_is_refused():
         mismatched.training_step(views, Progress(epoch=0, step=0, total_epochs=1, steps_per_epoch=1))
 
 
+@pytest.mark.slow
 def test_trainer_takes_four_optimiser_steps_per_loaded_batch(tmp_path):
     spec = make_spec(matrix="aps", method="aps", dataset="digits", seed=0, image_size=32,
                      backbone={"size": "pico"}, budget={"epochs": 1, "batch_size": 448}, optim={"warmup_epochs": 0},
