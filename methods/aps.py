@@ -23,8 +23,8 @@ from lightly.models.modules.heads import ProjectionHead
 from torch import Tensor, nn
 
 from . import aps_views  # noqa: F401  (registers the ``aps`` view strategy)
-from .backbone import ViTEncoder
-from .base import Objective, Progress, Views
+from .backbone import BackboneConfig, ViTEncoder
+from .base import Objective, Progress, Views, ViewStrategy
 from .registry import MethodSpec, register_method, register_objective
 
 
@@ -63,13 +63,21 @@ class APSObjective(Objective):
         self.teacher_heads = None
         self.temperature = temperature
 
+    def _check_chunks(self, n_chunks: int) -> None:
+        if n_chunks != self.steps_per_batch:
+            raise ValueError(f"the views carry {n_chunks} patch chunks but the objective takes "
+                             f"{self.steps_per_batch} steps per batch; set the view's n_chunks and the "
+                             f"objective's steps_per_batch to the same value")
+
+    def configure(self, view: ViewStrategy, backbone: BackboneConfig) -> None:
+        """Refuse, when the method is built, a view strategy whose chunk count differs from the steps per batch."""
+        if hasattr(view, "n_chunks"):
+            self._check_chunks(view.n_chunks)
+
     def loss(self, student: ViTEncoder, teacher: ViTEncoder | None, views: Views, progress: Progress,
              substep: int = 0) -> dict[str, Tensor]:
         keep = views.meta["keep"]
-        if keep.shape[2] != self.steps_per_batch:
-            raise ValueError(f"the views carry {keep.shape[2]} patch chunks but the objective takes "
-                             f"{self.steps_per_batch} steps per batch; set the view's n_chunks and the "
-                             f"objective's steps_per_batch to the same value")
+        self._check_chunks(keep.shape[2])
         heads = self.student_heads
         z1, z2 = (heads["projector"](student(views.crops[v], keep=keep[:, v, substep])[:, 0]) for v in range(2))
         p1, p2 = heads["predictor"](z1), heads["predictor"](z2)

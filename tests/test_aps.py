@@ -111,10 +111,12 @@ def test_encoder_sees_only_the_kept_patches_and_substeps_use_their_chunk():
 def test_one_step_variant_and_a_mismatch_is_refused():
     method, source = aps_method(view_kwargs={"n_chunks": 1}, objective_kwargs={"steps_per_batch": 1})
     assert method.steps_per_batch == 1
-    mismatched, _ = aps_method(objective_kwargs={"steps_per_batch": 1})
-    views = mismatched.make_views(source.load("train").images[:4], view_generator(0, 0))
+    with pytest.raises(ValueError, match="n_chunks"):  # refused when the method is built
+        aps_method(objective_kwargs={"steps_per_batch": 1})
+    views = method.make_views(source.load("train").images[:4], view_generator(0, 0))
+    views.meta["keep"] = views.meta["keep"].repeat(1, 1, 2, 1)  # a view strategy without n_chunks: at the step
     with pytest.raises(ValueError, match="n_chunks"):
-        mismatched.training_step(views, Progress(epoch=0, step=0, total_epochs=1, steps_per_epoch=1))
+        method.training_step(views, Progress(epoch=0, step=0, total_epochs=1, steps_per_epoch=1))
 
 
 @pytest.mark.slow
