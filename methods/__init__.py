@@ -1,6 +1,6 @@
 """What is learned: the registry, the ViT backbone, view strategies, objectives and the named methods."""
 
-from . import aps, dino, gtsa, patchwise, views  # noqa: F401  (registration)
+from . import aps, dino, gtsa, ibot, masking, patchwise, selfpatch, views  # noqa: F401  (registration)
 from .backbone import VIT_SIZES, BackboneConfig, ViTEncoder
 from .base import EvalEncoder, IncompatiblePairing, Objective, Progress, SSLMethod, Views, ViewStrategy
 from .build import MethodChoice, build_method, resolve_choice
