@@ -223,3 +223,17 @@ def test_student_sees_mask_tokens_teacher_the_unmasked_view_and_mim_waits_for_it
     seen["student"].clear()
     losses = method.training_step(views, Progress(epoch=1, step=0, total_epochs=5, steps_per_epoch=10))
     assert not seen["student"][0].any() and losses["patch_loss"] == 0  # before mim_start_epoch: no masking
+
+
+def test_mask_token_replaces_patch_embeddings_before_the_position_embedding():
+    torch.manual_seed(0)
+    encoder = build_method(MethodChoice("ibot", objective_kwargs=dict(out_dim=32)), BackboneConfig(size="pico"),
+                           (0.5,) * 3, (0.25,) * 3).student
+    entering = []
+    encoder.vit.blocks.register_forward_pre_hook(lambda m, args: entering.append(args[0]))
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[0] = True  # image 0 fully masked, image 1 not at all
+    encoder(torch.randn(2, 3, 32, 32), mask=mask)
+    pos = encoder.vit.pos_embed[0, encoder.num_prefix_tokens:]
+    torch.testing.assert_close(entering[0][0, encoder.num_prefix_tokens:], encoder.mask_token[0] + pos)
+    assert not torch.allclose(entering[0][1, encoder.num_prefix_tokens:], encoder.mask_token[0] + pos)
