@@ -99,26 +99,14 @@ def random_masks(ratios: Tensor, height: int, width: int, generator: torch.Gener
 
 @register_view("masked_multicrop")
 class MaskedMultiCropViews(MultiCropViews):
-    """DINO multi-crop plus iBOT's patch masks for the global crops: ``masks`` (B, n_global, h, w) bool.
-
-    The multi-crop settings are ``multicrop``'s, with iBOT's defaults: 10 locals, scales (0.25, 1) / (0.05, 0.25).
-    """
+    """DINO multi-crop (``multicrop``'s settings) plus iBOT's patch masks for the global crops: ``masks``
+    (B, n_global, h, w) bool."""
 
     provides = frozenset({"boxes", "flips", "masks"})
 
-    def __init__(self, *, image_size: int, patch_size: int, mean, std, global_size: int | None = None,
-                 local_size: int | None = None, n_local: int = 10, global_scale=(0.25, 1.0),
-                 local_scale=(0.05, 0.25), ratio=(3 / 4, 4 / 3), flip_p: float = 0.5, jitter_p: float = 0.8,
-                 brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.2, hue: float = 0.1,
-                 gray_p: float = 0.2, blur_sigma=(0.1, 2.0), global_blur_p=(1.0, 0.1), local_blur_p: float = 0.5,
-                 global_solarize_p=(0.0, 0.2), local_solarize_p: float = 0.0, pred_ratio=(0.0, 0.3),
-                 pred_ratio_var=(0.0, 0.2), pred_aspect_ratio=(0.3, 1 / 0.3), pred_shape: str = "block"):
-        super().__init__(image_size=image_size, patch_size=patch_size, mean=mean, std=std, global_size=global_size,
-                         local_size=local_size, n_local=n_local, global_scale=global_scale,
-                         local_scale=local_scale, ratio=ratio, flip_p=flip_p, jitter_p=jitter_p,
-                         brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, gray_p=gray_p,
-                         blur_sigma=blur_sigma, global_blur_p=global_blur_p, local_blur_p=local_blur_p,
-                         global_solarize_p=global_solarize_p, local_solarize_p=local_solarize_p)
+    def __init__(self, *, pred_ratio=(0.0, 0.3), pred_ratio_var=(0.0, 0.2), pred_aspect_ratio=(0.3, 1 / 0.3),
+                 pred_shape: str = "block", **multicrop):
+        super().__init__(**multicrop)
         self.pred_ratio, self.pred_ratio_var = tuple(pred_ratio), tuple(pred_ratio_var)
         if len(self.pred_ratio) != len(self.pred_ratio_var):
             raise ValueError(f"pred_ratio {self.pred_ratio} and pred_ratio_var {self.pred_ratio_var} must have "
@@ -129,7 +117,7 @@ class MaskedMultiCropViews(MultiCropViews):
         if pred_shape not in ("block", "rand"):
             raise ValueError(f"pred_shape must be 'block' or 'rand', not '{pred_shape}'")
         self.pred_aspect_ratio, self.pred_shape = tuple(pred_aspect_ratio), pred_shape
-        self.grid = self.global_size // patch_size
+        self.grid = self.global_size // self.patch_size
 
     def sample_masks(self, n: int, generator: torch.Generator) -> Tensor:
         """(n, grid, grid) masks for ``n`` global crops."""
