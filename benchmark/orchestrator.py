@@ -30,6 +30,7 @@ SLURM_FAILURES = {"CANCELLED": "cancelled", "TIMEOUT": "timeout", "DEADLINE": "t
                   "FAILED": "error", "NODE_FAIL": "error", "BOOT_FAIL": "error", "COMPLETED": "error",
                   "PREEMPTED": "cancelled"}
 POLL_S = 2.0
+LOCAL_POLL_S = 0.1
 
 Echo = Callable[[str], None]
 
@@ -164,6 +165,8 @@ def submit_slurm(todo: Plan, root: Path, name: str, echo: Echo) -> list[submitit
 
 
 def _outcome(job: submitit.Job) -> BaseException | None:
+    while isinstance(job, submitit.LocalJob) and not job.done():  # finer than submitit's 1 s wait loop
+        time.sleep(LOCAL_POLL_S)
     try:
         return job.exception()
     except submitit.core.utils.UncompletedJobError as err:

@@ -89,6 +89,7 @@ def patch_aug_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs of the batched op per round")
     p.add_argument("--device", default="cpu", help="device of the batched op (the loop runs on the CPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(default_threads=1)  # the loop's tiny ops only lose from more threads
 
 
 def patch_aug(a: argparse.Namespace) -> dict:
@@ -132,7 +133,7 @@ def steps_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per method")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.set_defaults(threads=0)
+    p.set_defaults(default_threads=0)  # torch's default: the step's large matmuls use every core
 
 
 def methods_to_time(a: argparse.Namespace, device: torch.device) -> tuple[dict[str, SSLMethod], torch.Tensor]:
@@ -222,14 +223,16 @@ SUBCOMMANDS = [
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    common.add_argument("--threads", type=int, help="torch intra-op threads (0: torch's default; default: 1 for "
+                                                    "patch-aug, torch's default for steps)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, add_arguments, run in SUBCOMMANDS:
         add_arguments(sub.add_parser(name, help=run.__doc__, parents=[common]))
         sub.choices[name].set_defaults(run=run)
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    threads = a.threads if a.threads is not None else a.default_threads
+    if threads:
+        torch.set_num_threads(threads)
     print(json.dumps(a.run(a), indent=2))
 
 

@@ -221,15 +221,19 @@ class SSLMethod(nn.Module):
         return EvalEncoder(self.objective, self.student, self.objective.student_heads).eval()
 
 
+def equal_size_runs(crops: list[Tensor]) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal-size crops: one forward per run, as DINO's ``MultiCropWrapper``."""
+    runs, start = [], 0
+    for end in range(1, len(crops) + 1):
+        if end == len(crops) or crops[end].shape[-1] != crops[start].shape[-1]:
+            runs.append((start, end))
+            start = end
+    return runs
+
+
 def forward_multicrop(backbone: ViTEncoder, crops: list[Tensor]) -> list[Tensor]:
     """All tokens of each crop, one backbone forward per run of equal-size crops (DINO's ``MultiCropWrapper``)."""
     outputs: list[Tensor] = []
-    start = 0
-    while start < len(crops):
-        end = start
-        while end < len(crops) and crops[end].shape[-1] == crops[start].shape[-1]:
-            end += 1
-        tokens = backbone(torch.cat(crops[start:end]))
-        outputs.extend(tokens.chunk(end - start))
-        start = end
+    for start, end in equal_size_runs(crops):
+        outputs.extend(backbone(torch.cat(crops[start:end])).chunk(end - start))
     return outputs

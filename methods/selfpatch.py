@@ -31,7 +31,7 @@ from lightly.models.modules.center import center_mean, center_momentum
 from torch import Tensor, nn
 
 from .backbone import VIT_SIZES, ViTEncoder
-from .base import IncompatiblePairing, Objective, Progress, Views, ViewStrategy
+from .base import IncompatiblePairing, Objective, Progress, Views, ViewStrategy, equal_size_runs
 from .dino import build_head_pair, distillation_diagnostics, teacher_temperature
 from .registry import MethodSpec, register_method, register_objective
 from .selfpatch_head import MIN_GRID_SIDE, SelfPatchAggregator
@@ -43,16 +43,6 @@ def backbone_heads(embed_dim: int) -> int:
     if embed_dim not in heads:
         raise ValueError(f"no backbone size is {embed_dim} wide; set the objective's num_heads explicitly")
     return heads[embed_dim]
-
-
-def equal_size_runs(crops: list[Tensor]) -> list[tuple[int, int]]:
-    """(start, end) of each run of equal-size crops: one forward per run, as DINO's ``MultiCropWrapper``."""
-    runs, start = [], 0
-    for end in range(1, len(crops) + 1):
-        if end == len(crops) or crops[end].shape[-1] != crops[start].shape[-1]:
-            runs.append((start, end))
-            start = end
-    return runs
 
 
 @register_objective("selfpatch")

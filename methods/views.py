@@ -13,7 +13,7 @@ from dataclasses import fields
 import torch
 from torch import Tensor
 
-from .base import Views, ViewStrategy
+from .base import Views, ViewStrategy, equal_size_runs
 from .crops import resized_crop, sample_crop_boxes
 from .patch_photometric import patch_photometric
 from .photometric import PhotometricParams, apply_photometric, blur_kernel_size, sample_photometric
@@ -119,13 +119,8 @@ class PatchWiseViews(MultiCropViews):
         if not self.patch_augmentation:
             return views
         out: list[Tensor] = []
-        start = 0
-        while start < len(views):
-            end = start
-            while end < len(views) and views[end].shape == views[start].shape:
-                end += 1
+        for start, end in equal_size_runs(views):
             augmented = patch_photometric(torch.cat(views[start:end]), self.patch_size, generator,
                                           small_patch_blur=self.small_patch_blur)
             out.extend(augmented.chunk(end - start))
-            start = end
         return out

@@ -20,5 +20,5 @@ def test_shipped_matrix_expands(path):
 def test_demo_matrix_cells():
     specs = load_matrix(MATRICES[[p.stem for p in MATRICES].index("demo")]).specs
     cells = {(s.method, s.dataset, s.seed) for s in specs}
-    assert cells == {(m, d, s) for m in ("dino", "patchwise", "random-init", "raw-pixels") for d in ("shapes", "digits")
-                     for s in (0, 1)}
+    methods = ("dino", "patchwise", "ibot", "selfpatch", "gtsa", "aps", "random-init", "raw-pixels")
+    assert cells == {(m, d, s) for m in methods for d in ("shapes", "digits") for s in (0, 1)}
