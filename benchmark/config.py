@@ -17,7 +17,9 @@ from typing import Any
 
 from patchbench.methods import METHODS, BackboneConfig, MethodChoice, resolve_choice
 
-REFERENCES = ("random-init", "raw-pixels")  # evaluation-only rows computed with the shared evaluation code
+# Evaluation-only rows computed with the shared evaluation code: the untrained backbone read at its CLS token, or
+# at its mean-pooled patch tokens (the readout of methods that never train CLS, e.g. GTSA), and the raw pixels.
+REFERENCES = ("random-init", "random-init-patches", "raw-pixels")
 
 
 class ConfigError(ValueError):

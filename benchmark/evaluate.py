@@ -2,7 +2,8 @@
 
 The encoder comes from ``SSLMethod.encoder_for_eval()`` (the teacher where there is one) loaded strictly from the
 run's final checkpoint; ``random-init`` is the untrained backbone of the same configuration and seed, read out at
-its CLS token; ``raw-pixels`` are the normalised pixels themselves. Images are evaluated at their native size with
+its CLS token, and ``random-init-patches`` the same backbone read out at its mean-pooled patch tokens (the fair
+reference for methods with that readout, e.g. GTSA); ``raw-pixels`` are the normalised pixels themselves. Images are evaluated at their native size with
 the dataset's normalisation (specs/evaluation-protocols.md §2, "patchbench on CIFAR").
 """
 
@@ -44,9 +45,11 @@ def eval_encoder(spec: RunSpec, run: RunDir, device: torch.device) -> tuple[Embe
     """(embedding function, readout name, epoch of the weights) for a run."""
     if spec.method == "raw-pixels":
         return (lambda x: x.flatten(1)), "pixels", 0
-    if spec.method == "random-init":
+    if spec.method in ("random-init", "random-init-patches"):
         torch.manual_seed(spec.seed)
         backbone = ViTEncoder(spec.backbone).to(device).eval()
+        if spec.method == "random-init-patches":
+            return (lambda x: backbone(x)[:, backbone.num_prefix_tokens:].mean(1)), "mean_patch", 0
         return (lambda x: backbone(x)[:, 0]), "cls", 0
     method, _ = build_for_spec(spec, device)
     checkpoint = torch.load(run.checkpoint, map_location=device, weights_only=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-REFERENCE_ORDER = ("random-init", "raw-pixels")
+REFERENCE_ORDER = ("random-init", "random-init-patches", "raw-pixels")  # the reference rows, last, in this order
 
 
 def aggregate(long: pd.DataFrame) -> pd.DataFrame:

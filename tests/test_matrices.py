@@ -20,5 +20,6 @@ def test_shipped_matrix_expands(path):
 def test_demo_matrix_cells():
     specs = load_matrix(MATRICES[[p.stem for p in MATRICES].index("demo")]).specs
     cells = {(s.method, s.dataset, s.seed) for s in specs}
-    methods = ("dino", "patchwise", "ibot", "selfpatch", "gtsa", "aps", "random-init", "raw-pixels")
+    methods = ("dino", "patchwise", "ibot", "selfpatch", "gtsa", "aps", "random-init", "random-init-patches",
+               "raw-pixels")
     assert cells == {(m, d, s) for m in methods for d in ("shapes", "digits") for s in (0, 1)}
