@@ -19,6 +19,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def multicrop_sizes(image_size: int, patch_size: int, global_size: int | None,
+                    local_size: int | None) -> tuple[int, int]:
+    """(global, local) crop sides: by default the image size and half of it (DINO's 224/96 ratio at small sizes),
+    each a multiple of the patch size."""
+    sizes = (global_size or image_size, local_size or image_size // 2)
+    for size in sizes:
+        if size % patch_size:
+            raise ValueError(f"crop size {size} is not a multiple of the patch size {patch_size}")
+    return sizes
+
+
 def sample_crop_boxes(batch_size: int, height: int, width: int, scale: tuple[float, float],
                       ratio: tuple[float, float], generator: torch.Generator, attempts: int = 10) -> Tensor:
     """Integer boxes (B, 4) = (top, left, height, width), torchvision's RandomResizedCrop.get_params, batched."""

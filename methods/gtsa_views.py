@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .base import Views, ViewStrategy
-from .crops import resized_crop, sample_crop_boxes
+from .crops import multicrop_sizes, resized_crop, sample_crop_boxes
 from .photometric import apply_photometric, blur_kernel_size, sample_photometric
 from .registry import register_view
 
@@ -123,11 +123,7 @@ class GTSAViews(ViewStrategy):
                  saturation: float = 0.8, hue: float = 0.2, gray_p: float = 0.2, blur_p: float = 0.2,
                  blur_sigma=(0.1, 2.0), rotate: bool = True, max_redraws: int = 100):
         super().__init__(image_size=image_size, patch_size=patch_size, mean=mean, std=std)
-        self.global_size = global_size or image_size
-        self.local_size = local_size or image_size // 2
-        for size in (self.global_size, self.local_size):
-            if size % patch_size:
-                raise ValueError(f"crop size {size} is not a multiple of the patch size {patch_size}")
+        self.global_size, self.local_size = multicrop_sizes(image_size, patch_size, global_size, local_size)
         if not 0 <= hue <= 0.5:
             raise ValueError(f"hue jitter {hue} must lie in [0, 0.5]")
         self.n_global, self.n_local = 2, n_local

@@ -121,7 +121,7 @@ class PatchWiseObjective(Objective):
         student_tokens = forward_multicrop(student, views.crops)
         student_rows, teacher_rows, weights, n_pairs = self.pair_entries(
             views, [t.shape[1] for t in student_tokens], tokens_per_view)
-        used, compact = torch.unique(student_rows, return_inverse=True)
+        used, compact = torch.unique(student_rows, return_inverse=True)  # the step's one host sync (its size)
         flat_tokens = torch.cat([t.flatten(0, 1) for t in student_tokens])
         student_logp = torch.log_softmax(self.student_heads["dino"](flat_tokens[used]).float() / self.student_temp,
                                          dim=-1)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .base import Views, ViewStrategy, equal_size_runs
-from .crops import resized_crop, sample_crop_boxes
+from .crops import multicrop_sizes, resized_crop, sample_crop_boxes
 from .patch_photometric import patch_photometric
 from .photometric import PhotometricParams, apply_photometric, blur_kernel_size, sample_photometric
 from .registry import register_view
@@ -44,11 +44,7 @@ class MultiCropViews(ViewStrategy):
                  gray_p: float = 0.2, blur_sigma=(0.1, 2.0), global_blur_p=(1.0, 0.1), local_blur_p: float = 0.5,
                  global_solarize_p=(0.0, 0.2), local_solarize_p: float = 0.0, same_batch_geometry: bool = False):
         super().__init__(image_size=image_size, patch_size=patch_size, mean=mean, std=std)
-        self.global_size = global_size or image_size
-        self.local_size = local_size or image_size // 2
-        for size in (self.global_size, self.local_size):
-            if size % patch_size:
-                raise ValueError(f"crop size {size} is not a multiple of the patch size {patch_size}")
+        self.global_size, self.local_size = multicrop_sizes(image_size, patch_size, global_size, local_size)
         self.n_global, self.n_local = 2, n_local
         self.global_scale, self.local_scale, self.ratio = tuple(global_scale), tuple(local_scale), tuple(ratio)
         self.flip_p = flip_p

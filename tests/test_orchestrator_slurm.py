@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from test_slurm_cluster import wait_until
 
 from patchbench.benchmark.cli import main
 from patchbench.benchmark.matrix import load_matrix
@@ -67,15 +67,6 @@ def sacct(job_id: str, fields: str) -> list[str]:
     out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", fields, "-j", job_id], capture_output=True, text=True,
                          check=True).stdout
     return out.strip().splitlines()[-1].split("|")
-
-
-def wait_until(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.5)
-    return value
 
 
 def test_demo_shaped_matrix_runs_end_to_end_and_a_second_run_submits_nothing(tmp_path, capsys):
