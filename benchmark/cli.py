@@ -123,20 +123,27 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from patchbench.reports import collect, write_tables
+    from patchbench.reports import ReportError, build_report, parse_formats
 
     from .fairness import check_results_folder
 
     results = Path(args.results)
     if not results.is_dir():
         raise ConfigError(f"no results folder at {results}; run a matrix first (patchbench run MATRIX)")
-    check_results_folder(results)
-    long = collect(results)
-    if long.empty:
-        raise ConfigError(f"no result records under {results}; run a matrix first (patchbench run MATRIX)")
-    markdown, md_path, csv_path = write_tables(long, results / "tables")
-    print(markdown)
-    print(f"\nwritten: {md_path}, {csv_path}")
+    try:
+        formats = parse_formats(args.format)
+        unfair = check_results_folder(results, allow_unfair=args.allow_unfair)
+        report = build_report(results, args.out, args.baseline, formats, unfair)
+    except ReportError as err:
+        raise ConfigError(str(err)) from None
+    main_table = report.main
+    if main_table is not None:
+        print(main_table.markdown())
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    page = report.out_dir / "report.html"
+    print(f"report written to {report.out_dir}/ ({len(report.written)} files"
+          + (f"; open {page}" if page in report.written else "") + ")")
     return 0
 
 
@@ -168,8 +175,17 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--failed", action="store_true", help="cells whose pretraining or evaluation failed")
     which.add_argument("--missing", action="store_true", help="cells never submitted or interrupted (as run)")
     matrix_command("cancel", "cancel the matrix's pending and running SLURM jobs", cmd_cancel)
-    rep = sub.add_parser("report", help="print and write the results table of a results folder")
+    rep = sub.add_parser("report", help="write the tables, figures and HTML report of a results folder; print its "
+                                        "main table")
     rep.add_argument("results", help="e.g. results/demo")
+    rep.add_argument("--baseline", default=None,
+                     help="row the paired deltas compare against (default: the matrix's report.baseline, else dino)")
+    rep.add_argument("--format", default="md,latex,csv,html,plots",
+                     help="comma-separated: md, latex, csv (tables), plots (PNG + PDF), html (one self-contained "
+                          "page, with the figures); default all")
+    rep.add_argument("--out", default=None, help="where to write (default RESULTS/report)")
+    rep.add_argument("--allow-unfair", action="store_true",
+                     help="report runs that differ on a setting held fixed, marked as such, instead of refusing")
     rep.set_defaults(func=cmd_report)
     return p
 

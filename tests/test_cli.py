@@ -101,6 +101,6 @@ def test_tiny_matrix_end_to_end_then_nothing_reruns(tmp_path, capsys):
     for row in ("| dino ", "| random-init ", "| raw-pixels "):
         assert row in table
     assert "digits knn top1_k20" in table
-    assert (out / "tables" / "table.csv").exists()
+    assert (out / "report" / "tables" / "main.csv").exists()
     assert main(["run", str(matrix), "--executor", "debug", "--out", str(out)]) == 0
     assert "tiny: 0 jobs submitted, 3/3 cells done, 0 failed" in capsys.readouterr().out
