@@ -62,24 +62,24 @@ def check_fair(specs: Iterable[RunSpec], ablations: dict[str, dict[str, Any]]) -
                     f"runs in separate results folders")
 
 
-def unfair_runs(specs: Iterable[RunSpec], ablations: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """run_id → what is wrong, for every run whose value of a held-fixed setting is not the one most runs share
-    (ties: the value seen first)."""
-    by_key: dict[str, list[tuple[Any, RunSpec]]] = {}
-    for spec in specs:
+def unfair_runs(runs: dict[str, RunSpec], ablations: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """run folder → what is wrong, for every run (folder name → its spec) whose value of a held-fixed setting is
+    not the one most runs share (ties: the value seen first)."""
+    by_key: dict[str, list[tuple[Any, str, RunSpec]]] = {}
+    for name, spec in runs.items():
         for key, value in held_fixed(spec, ablations).items():
-            by_key.setdefault(key, []).append((value, spec))
+            by_key.setdefault(key, []).append((value, name, spec))
     unfair: dict[str, list[str]] = {}
     for key, entries in by_key.items():
         counts: dict[str, int] = {}
-        for value, _ in entries:
+        for value, _, _ in entries:
             counts[repr(value)] = counts.get(repr(value), 0) + 1
         if len(counts) < 2:
             continue
         common = max(counts, key=counts.get)  # the first of the most frequent (dicts keep insertion order)
-        for value, spec in entries:
+        for value, name, spec in entries:
             if repr(value) != common:
-                unfair.setdefault(spec.run_id, []).append(
+                unfair.setdefault(name, []).append(
                     f"{spec.label}, {spec.dataset}, seed {spec.seed}: '{key}' is {value!r}, "
                     f"{counts[common]} other runs have {common}")
     return {run_id: "; ".join(why) for run_id, why in sorted(unfair.items())}
@@ -94,7 +94,7 @@ def check_results_folder(results: Path, allow_unfair: bool = False) -> dict[str,
     declaration = results / "matrix.json"
     ablations = json.loads(declaration.read_text()).get("ablations", {}) if declaration.exists() else {}
     runs = [RunDir(p.parent) for p in sorted(results.glob(f"*/{RUN_RESULTS_DIR}")) if any(p.glob("*.json"))]
-    unfair = unfair_runs([run.read_spec() for run in runs if run.spec_file.exists()], ablations)
+    unfair = unfair_runs({run.path.name: run.read_spec() for run in runs if run.spec_file.exists()}, ablations)
     if unfair and not allow_unfair:
         listed = "; ".join(f"run {run_id} ({why})" for run_id, why in list(unfair.items())[:5])
         more = f" and {len(unfair) - 5} more" if len(unfair) > 5 else ""

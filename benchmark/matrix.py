@@ -39,13 +39,14 @@ import yaml
 from patchbench.datasets import DatasetSource, build_dataset
 from patchbench.methods import METHODS, OBJECTIVES, VIEWS, resolve_choice
 from patchbench.methods.build import MethodChoice
+from patchbench.reports.layout import LayoutError, layout_to_dict, parse_layout
 
 from .config import REFERENCES, ConfigError, RunSpec, make_spec
 from .evaluate import EVALUATIONS
 from .fairness import check_fair
 from .resources import SLURM_KEYS, SlurmResources, eval_resources, resources
 
-TOP_KEYS = ("name", "fixed", "vary", "methods", "slurm", "runtime")
+TOP_KEYS = ("name", "fixed", "vary", "methods", "slurm", "runtime", "report")
 FIXED_KEYS = ("dataset", "backbone", "budget", "evaluations")
 VARY_KEYS = ("methods", "references", "datasets", "seeds", "ablations")
 BOTH_WAYS = {"dataset": "datasets"}  # fixed key -> its vary key
@@ -67,14 +68,17 @@ class Matrix:
     name: str
     cells: list[Cell]
     ablations: dict[str, dict[str, Any]]  # declared overrides, for the fairness check of collected runs
+    report: dict[str, Any] | None = None  # the validated ``report:`` section (reports/layout.py), for ``report``
 
     @property
     def specs(self) -> list[RunSpec]:
         return [c.spec for c in self.cells]
 
     def declaration(self) -> dict[str, Any]:
-        """What ``results/<name>/matrix.json`` keeps: the declared ablations and the cells' run ids."""
-        return {"name": self.name, "ablations": self.ablations, "run_ids": [c.spec.run_id for c in self.cells]}
+        """What ``results/<name>/matrix.json`` keeps: the declared ablations, the cells' run ids and the report
+        layout."""
+        return {"name": self.name, "ablations": self.ablations, "run_ids": [c.spec.run_id for c in self.cells],
+                **({"report": self.report} if self.report is not None else {})}
 
 
 def check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
@@ -178,7 +182,11 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
                     cells.append(Cell(spec, pretrain, evaluate))
     declared = {a: dict(o or {}) for a, o in ablations.items()}
     check_fair([c.spec for c in cells], declared)
-    return Matrix(name, cells, declared)
+    try:
+        layout = parse_layout(raw.get("report"), {c.spec.label for c in cells})
+    except LayoutError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return Matrix(name, cells, declared, layout_to_dict(layout))
 
 
 def apply_ablation(settings: dict[str, Any], overrides: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:

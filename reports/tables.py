@@ -8,6 +8,7 @@ Four kinds (:data:`.layout.KINDS`): ``main`` (methods × (dataset, eval, metric)
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -98,14 +99,21 @@ class Cell:
         return f"{value:+.{self.precision}f}" if signed and value != 0 else f"{value:.{self.precision}f}"
 
     def markdown(self) -> str:
+        """Plain text: Markdown emphasis would collide with the significance marks (``**``)."""
         if self.status is not None:
             return self.status
         text = self._number(self.mean, self.signed)
         if self.std is not None and not math.isnan(self.std):
             text += f" ± {self._number(self.std, False)}"
-        if self.rank == 1:
-            text = f"**{text}**"
         return " ".join(t for t in (text + self.marks, self.suffix) if t)
+
+    def html(self) -> str:
+        if self.status is not None:
+            return html.escape(self.status)
+        text = html.escape(self.markdown().removesuffix(self.suffix).strip().removesuffix(self.marks))
+        text = {1: f"<strong>{text}</strong>", 2: f"<u>{text}</u>"}.get(self.rank, text)
+        marks = f"<sup>{html.escape(self.marks)}</sup>" if self.marks else ""
+        return " ".join(t for t in (text + marks, html.escape(self.suffix)) if t)
 
     def latex(self) -> str:
         if self.status is not None:
@@ -201,10 +209,12 @@ class Table:
         return self.data.to_csv(index=False, lineterminator="\n")
 
     def html(self) -> str:
-        headers = ["method", *self.lead_header, *(f"{g} {n}".strip() for g, n in self.columns)]
-        body = [[row, *self.lead.get(row, []), *(self.cell(row, c).markdown().replace("**", "")
-                                                  for c in self.columns)] for row in self.rows]
-        return tabulate(body, headers=headers, tablefmt="html", disable_numparse=True)
+        """An HTML table: best in bold, second underlined (as in LaTeX)."""
+        headers = [html.escape(h) for h in
+                   ["method", *self.lead_header, *(f"{g} {n}".strip() for g, n in self.columns)]]
+        body = [[html.escape(row), *map(html.escape, self.lead.get(row, [])),
+                 *(self.cell(row, c).html() for c in self.columns)] for row in self.rows]
+        return tabulate(body, headers=headers, tablefmt="unsafehtml", disable_numparse=True)
 
 
 def rank_columns(table: Table, higher_is_better: dict[tuple[str, str], bool]) -> None:
