@@ -19,14 +19,16 @@ from typing import Any
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 # What the page reports about itself once loaded: every image and whether it decoded, the tables, the scripts.
-PAGE_PROBE = """JSON.stringify({
-  images: Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth,
-                                                 height: i.naturalHeight, data_uri: i.src.startsWith('data:image/png;base64,')})),
+PAGE_PROBE = """(async () => JSON.stringify({
+  images: await Promise.all(Array.from(document.images).map(async i => ({
+    alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight,
+    decoded: await i.decode().then(() => true, () => false),
+    data_uri: i.src.startsWith('data:image/png;base64,')}))),
   tables: Array.from(document.querySelectorAll('table')).map(t => t.rows.length),
   headings: Array.from(document.querySelectorAll('h2')).map(h => h.textContent),
   scripts: document.scripts.length,
   links: Array.from(document.querySelectorAll('link[href], script[src], iframe')).length
-})"""
+}))()"""
 
 
 def find_chromium() -> str | None:
@@ -139,8 +141,8 @@ class Chromium:
                   {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session)
         self.send("Page.navigate", {"url": page.resolve().as_uri()}, session)
         self.wait_for("Page.loadEventFired", session)
-        probe = json.loads(self.send("Runtime.evaluate", {"expression": PAGE_PROBE, "returnByValue": True},
-                                     session)["result"]["value"])
+        probe = json.loads(self.send("Runtime.evaluate", {"expression": PAGE_PROBE, "returnByValue": True,
+                                                          "awaitPromise": True}, session)["result"]["value"])
         result = PageLoad(probe)
         if screenshot is not None:
             size = self.send("Page.getLayoutMetrics", session=session)["cssContentSize"]

@@ -4,6 +4,8 @@ as a test artefact in the test's tmp_path (pytest keeps the last three runs' fol
 
 from __future__ import annotations
 
+import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,8 @@ def test_the_harness_sees_console_errors_broken_images_and_network_requests(chro
                     '<script>console.error("boom")</script>'
                     '<img alt="remote" src="http://127.0.0.1:9/x.png"></body></html>')
     load = chromium.load(page)
-    assert {i["alt"]: i["width"] for i in load.probe["images"]} == {"broken": 0, "remote": 0}
+    assert {i["alt"]: (i["width"], i["decoded"]) for i in load.probe["images"]} == \
+        {"broken": (0, False), "remote": (0, False)}
     assert any("boom" in e for e in load.console_errors)
     assert "http://127.0.0.1:9/x.png" in load.requests
 
@@ -50,7 +53,9 @@ def test_the_html_report_loads_cleanly_in_headless_chromium(chromium, tmp_path, 
     images = load.probe["images"]
     assert len(images) == len(pngs) > 0
     for image in images:
-        assert image["complete"] and image["width"] > 0 and image["height"] > 0 and image["data_uri"], image
+        assert image["complete"] and image["decoded"] and image["width"] > 0 and image["data_uri"], image
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)"', page.read_text())
+    assert {alt: base64.b64decode(data) for data, alt in embedded} == {p.stem: p.read_bytes() for p in pngs}
     assert load.probe["scripts"] == 0 and load.probe["links"] == 0  # nothing to fetch, nothing to run
     # every report table has its header and one row per method; then the matrix and provenance tables
     assert load.probe["tables"][:len(report.tables)] == [len(t.rows) + 1 for t in report.tables]
