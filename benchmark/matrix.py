@@ -19,6 +19,7 @@ methods:                     # per-method settings (budget-matched recipes): vie
 slurm: {partition: gpu, gpus_per_node: 4, nodes: 1, cpus_per_task: 8, mem: 64G, time: "12:00:00",
         eval: {gpus_per_node: 1, time: 60}}
 runtime: {checkpoint_interval_min: 5}
+report: {baseline: dino, tables: {main: {columns: ["*/knn/top1_k20"]}}}   # paper tables: reports/layout.py
 ```
 
 An ablation may override ``view``, ``objective``, ``view_kwargs``, ``objective_kwargs``, ``optim``, ``backbone`` and

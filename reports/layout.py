@@ -108,9 +108,10 @@ def parse_layout(section: Any, labels: set[str] | None = None) -> ReportLayout:
         parts = 2 if kind == "cost" else 3
         for pattern in columns or ():
             if pattern.count("/") != parts - 1:
-                example = "shapes/images_per_s" if kind == "cost" else "shapes/knn/top1_k20"
-                raise LayoutError(f"{where}.columns: '{pattern}' is not a {'dataset/quantity' if kind == 'cost' else 'dataset/eval/metric'} "
-                                  f"pattern (* matches anything), e.g. {example}")
+                shape, example = (("dataset/quantity", "shapes/images_per_s") if kind == "cost" else
+                                  ("dataset/eval/metric", "shapes/knn/top1_k20"))
+                raise LayoutError(f"{where}.columns: '{pattern}' is not a {shape} pattern (* matches anything), "
+                                  f"e.g. {example}")
         precision = raw.get("precision", 1)
         if not isinstance(precision, int) or isinstance(precision, bool) or not 0 <= precision <= 4:
             raise LayoutError(f"{where}.precision must be an integer from 0 to 4, got {precision!r}")

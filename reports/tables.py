@@ -346,15 +346,16 @@ def main_table(data: ReportData, layout: TableLayout) -> Table:
                              "mean": stat.mean, "std": stat.std, "n": stat.n, "seeds": stat.seeds,
                              "values": stat.values, "status": "partial" if suffix else "ok"})
     display_columns = [_display(c) for c in columns]
-    datasets = {c[0] for c in columns}
-    seeds = {row: str(max([_expected_seeds(data, row, d) for d in datasets], default=0)) for row in rows}
-    notes = [f"Mean ± sample std (ddof = 1) over seeds, in %; (n=k): only k of the row's seeds have a result."]
-    notes += [n for n in (collapse_note, _failure_note(data, rows, {c[0] for c in columns}, {c[1] for c in columns}),
-                          _unfair_note(data, used_runs)) if n]
-    table = Table(layout.name, "main", "Results", layout.caption or _default_caption(data, "mean ± std over seeds (%)"),
-                  layout.label or f"tab:{layout.name}", rows, display_columns, cells, ["seeds"],
-                  {row: [seeds[row]] for row in rows}, notes, pd.DataFrame(csv_rows, columns=[
-                      "method", "dataset", "eval", "metric", "mean", "std", "n", "seeds", "values", "status"]))
+    datasets, evals = {c[0] for c in columns}, {c[1] for c in columns}
+    seeds = {row: [str(max((_expected_seeds(data, row, d) for d in datasets), default=0))] for row in rows}
+    notes = ["Mean ± sample std (ddof = 1) over seeds, in %; (n=k): only k of the row's seeds have a result."]
+    notes += [n for n in (collapse_note, _failure_note(data, rows, datasets, evals), _unfair_note(data, used_runs))
+              if n]
+    csv = pd.DataFrame(csv_rows, columns=["method", "dataset", "eval", "metric", "mean", "std", "n", "seeds",
+                                          "values", "status"])
+    caption = layout.caption or _default_caption(data, "mean ± std over seeds (%)")
+    table = Table(layout.name, "main", "Results", caption, layout.label or f"tab:{layout.name}", rows,
+                  display_columns, cells, ["seeds"], seeds, notes, csv)
     rank_columns(table, {c: True for c in display_columns})
     return table
 
