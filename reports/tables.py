@@ -474,6 +474,7 @@ def cost_table(data: ReportData, layout: TableLayout, baseline: str | None) -> T
     s = data.summaries
     if s.empty:
         return None
+    s = s.sort_values(["label", "dataset", "seed"], kind="stable")  # one summation order, whatever the run ids
     rows = [r for r in _select_rows(data.rows, layout.rows) if r in set(s["label"])]
     device = "GPU" if (s["device_name"].fillna("cpu") != "cpu").all() else "CPU"
     datasets = [d for d in dict.fromkeys(c[0] for c in data.columns) if d in set(s["dataset"])] or \
