@@ -468,6 +468,10 @@ COST_COLUMNS = {  # quantity → (header, precision, higher is better)
 }
 
 
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
 def cost_table(data: ReportData, layout: TableLayout, baseline: str | None) -> Table | None:
     """Per trained row and dataset: images/s and wall time (mean ± std over seeds), device-hours per run (wall ×
     processes), peak memory, and the time per training image relative to the baseline."""
@@ -496,8 +500,7 @@ def cost_table(data: ReportData, layout: TableLayout, baseline: str | None) -> T
             wall = runs["wall_s"].astype(float)
             hours = wall * runs["world_size"].astype(float) / 3600
             memory = runs["peak_memory_mb"].astype(float)
-            std = (lambda v: float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
-            values = {"images_per_s": (ips.mean(), std(ips)), "wall_min": (wall.mean() / 60, std(wall / 60)),
+            values = {"images_per_s": (ips.mean(), _std(ips)), "wall_min": (wall.mean() / 60, _std(wall / 60)),
                       "device_h": (hours.mean(), None), "peak_memory_mb": (memory.mean(), None),
                       "time_ratio": (base_ips / ips.mean(), None)}
             for quantity in quantities:
@@ -505,8 +508,8 @@ def cost_table(data: ReportData, layout: TableLayout, baseline: str | None) -> T
                     mean, spread = values[quantity]
                     cells[(row, (dataset, header[quantity]))] = Cell(mean, spread, COST_COLUMNS[quantity][1])
             csv_rows.append({"method": row, "dataset": dataset, "n": len(runs), "device": device,
-                             "images_per_s_mean": ips.mean(), "images_per_s_std": std(ips),
-                             "wall_s_mean": wall.mean(), "wall_s_std": std(wall),
+                             "images_per_s_mean": ips.mean(), "images_per_s_std": _std(ips),
+                             "wall_s_mean": wall.mean(), "wall_s_std": _std(wall),
                              "device_hours_mean": hours.mean(), "device_hours_total": hours.sum(),
                              "peak_memory_mb_mean": memory.mean(), "time_ratio": values["time_ratio"][0]})
     display_columns = [(d, header[q]) for d, q in columns]

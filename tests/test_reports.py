@@ -462,3 +462,16 @@ def test_figures_are_written_as_png_and_pdf_for_every_kind(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a rerun is quiet
         build_report(RESULTS / "ablation", tmp_path / "again", formats={"plots"})
+
+
+def test_runs_left_by_an_earlier_version_of_the_matrix_are_left_out_with_a_warning(tmp_path):
+    folder = copy_fixture(tmp_path)
+    stale = runs_by(folder)[("dino", "shapes", 2)].name
+    declaration = json.loads((folder / "matrix.json").read_text())
+    declaration["run_ids"].remove(stale)
+    (folder / "matrix.json").write_text(json.dumps(declaration))
+    report = build_report(folder, formats={"md"})
+    assert any(w.startswith("1 runs with records are not in the matrix's current run list") and stale in w
+               for w in report.warnings)
+    text = (folder / "report" / "tables" / "main.md").read_text()
+    assert "| dino        | 2       | 49.0 ± 1.4" in text  # seeds 0 and 1: 48.0 and 50.0
