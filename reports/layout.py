@@ -90,6 +90,10 @@ def parse_layout(section: Any, labels: set[str] | None = None) -> ReportLayout:
             raise LayoutError("report.baseline must be a row label, e.g. dino")
         _known(baseline, labels, "report.baseline")
     tables_section = section.get("tables")
+    if isinstance(tables_section, list):  # matrix.json's form, which keeps the order through sorted JSON keys
+        if not all(isinstance(t, dict) and "name" in t for t in tables_section):
+            raise LayoutError("report.tables as a list: every entry needs a 'name'")
+        tables_section = {t["name"]: {k: v for k, v in t.items() if k != "name"} for t in tables_section}
     if not isinstance(tables_section, dict) or not tables_section:
         raise LayoutError("report.tables must map table names to their layout, e.g. {main: {kind: main}}")
     tables = []
@@ -129,17 +133,18 @@ def parse_layout(section: Any, labels: set[str] | None = None) -> ReportLayout:
 
 
 def layout_to_dict(layout: ReportLayout) -> dict[str, Any] | None:
-    """The ``report:`` section again (as matrix.json keeps it), or ``None`` for the defaults."""
+    """The ``report:`` section again, its tables as a list in their declared order (as matrix.json keeps it,
+    with sorted keys), or ``None`` for the defaults."""
     if not layout.declared:
         return None
-    tables = {}
+    tables = []
     for t in layout.tables:
-        entry: dict[str, Any] = {"kind": t.kind, "precision": t.precision}
+        entry: dict[str, Any] = {"name": t.name, "kind": t.kind, "precision": t.precision}
         for key in ("rows", "columns"):
             if getattr(t, key) is not None:
                 entry[key] = list(getattr(t, key))
         for key in ("caption", "label", "baseline"):
             if getattr(t, key) is not None:
                 entry[key] = getattr(t, key)
-        tables[t.name] = entry
+        tables.append(entry)
     return {"baseline": layout.baseline, "tables": tables} if layout.baseline else {"tables": tables}
