@@ -95,3 +95,5 @@ def test_eval_embedding_shape(name, images):
     assert out.shape == (BATCH, encoder.dim)
     assert torch.isfinite(out).all()
     assert not out.requires_grad
+    patches = encoder.patches(x)  # the dense evaluations' readout: one token per 4 px patch of the 32 px image
+    assert patches.shape[:3] == (BATCH, 8, 8) and torch.isfinite(patches).all() and not patches.requires_grad
