@@ -60,7 +60,7 @@ class RuntimeConfig:
 
     data_root: str | None = None
     device: str = "auto"
-    checkpoint_interval_min: float = ranged(10.0, above=0)
+    checkpoint_interval_min: float = ranged(10.0, min=0)  # 0: after every batch
     num_workers: int = ranged(0, min=0)
     log_every: int = ranged(20, min=1)
 
