@@ -156,7 +156,7 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
     for m in methods:
         check_sections(check_keys(per_method.get(m), METHOD_KEYS, f"{path}: methods.{m}"), f"{path}: methods.{m}")
     check_sections({k: fixed.get(k) for k in ("backbone", "budget")}, f"{path}: fixed")
-    for key, value in (("dataset", fixed.get("dataset")), *(("vary.datasets", d) for d in datasets)):
+    for key, value in (("fixed.dataset", fixed.get("dataset")), *(("vary.datasets", d) for d in datasets)):
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{path}: {key} must name a dataset (run `patchbench datasets`), got {value!r}")
 

@@ -94,7 +94,7 @@ class FolderSource(DatasetSource):
                                f"{self.expected_path() / 'train'}")
         try:
             samples = make_dataset(directory, {c: i for i, c in enumerate(self.classes)}, extensions=IMG_EXTENSIONS,
-                                   allow_empty=split == "test")
+                                   allow_empty=True)
         except FileNotFoundError as err:
             raise DatasetError(f"dataset 'folder', split {split} ({directory}): {err}") from None
         if not samples:
