@@ -73,8 +73,9 @@ def die_with_controller() -> None:
 
 @contextlib.contextmanager
 def on_interrupt(handler: Callable[[int, Any], None]):
-    """``handler`` for SIGINT and SIGTERM while the body runs (main thread only; elsewhere signals are not ours)."""
-    if threading.current_thread() is not threading.main_thread():
+    """``handler`` for SIGINT and SIGTERM while the body runs, off SLURM (where SIGTERM means scancel or the end of
+    the time limit, and submitit's handlers stay) and in the main thread only."""
+    if threading.current_thread() is not threading.main_thread() or "SLURM_JOB_ID" in os.environ:
         yield
         return
     previous = {s: signal.getsignal(s) for s in INTERRUPT_SIGNALS}

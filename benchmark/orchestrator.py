@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import traceback
@@ -61,6 +62,9 @@ def stage_status(run: RunDir, stage: str, write: bool = True) -> dict:
         slurm_state = job.state.split()[0] if job.state else "UNKNOWN"
         if slurm_state in SLURM_FAILURES:
             failed = {"state": "failed", "reason": SLURM_FAILURES[slurm_state], "message": f"SLURM state {job.state}"}
+            signum = slurm_exit_signal(status["job_id"]) if slurm_state in ("FAILED", "NODE_FAIL") else None
+            if signum is not None:
+                failed.update(reason="killed", message=f"SLURM state {job.state}: killed by {signal_name(signum)}")
             if write:
                 run.set_stage_state(stage, "failed", status["attempt"], reason=failed["reason"],
                                     message=failed["message"], job_id=status["job_id"])
@@ -77,6 +81,30 @@ def stage_status(run: RunDir, stage: str, write: bool = True) -> dict:
     if stage != "pretrain" and status["state"] == "done" and not run.has_record(stage):
         status = {**status, "state": "planned"}  # the record is gone: evaluate again
     return status
+
+
+def parse_exit_signal(sacct_exit_code: str) -> int | None:
+    """The signal of sacct's ``ExitCode`` (``<exit status>:<signal>``, e.g. ``0:9`` for SIGKILL), None if none."""
+    first = sacct_exit_code.strip().splitlines()[0] if sacct_exit_code.strip() else ""
+    code, _, sig = first.partition(":")
+    return int(sig) if sig.isdigit() and int(sig) > 0 else None
+
+
+def slurm_exit_signal(job_id: str) -> int | None:
+    """The signal that ended a SLURM job, from the accounting (``sacct``); None when unknown."""
+    try:
+        out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "ExitCode"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_exit_signal(out)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def cell_state(statuses: dict[str, dict]) -> str:

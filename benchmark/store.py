@@ -75,6 +75,18 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
         raise
 
 
+def _try_flock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding an exclusive ``flock`` on it, or None if another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @dataclass(frozen=True)
 class RunDir:
     """The folder of one run and the files in it."""
@@ -119,37 +131,27 @@ class RunDir:
 
     def holder(self, stage: str) -> dict[str, Any] | None:
         """Who holds the lock of ``stage`` ({host, pid, time}), or None when no live process holds it."""
-        path = self.lock_file(stage)
-        if not path.exists():
+        if not self.lock_file(stage).exists():
             return None
-        fd = os.open(path, os.O_RDWR)
+        fd = _try_flock(self.lock_file(stage))
+        if fd is not None:
+            os.close(fd)  # closing drops the lock this call took
+            return None
+        return self._holder_info(stage)
+
+    def _holder_info(self, stage: str) -> dict[str, Any]:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                return json.loads(self.holder_file(stage).read_text())
-            except (OSError, ValueError):
-                return {"host": "?", "pid": "?", "time": None}
-        finally:
-            os.close(fd)  # closing drops a lock this call took
-        return None
+            return json.loads(self.holder_file(stage).read_text())
+        except (OSError, ValueError):  # the holder is between taking the lock and writing its name
+            return {"host": "?", "pid": "?", "time": None}
 
     @contextlib.contextmanager
     def lock(self, stage: str):
         """Hold the lock of ``stage`` while the body runs; raise :class:`RunLocked` naming the holder if another
         live process holds it."""
-        path = self.lock_file(stage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            try:
-                held = json.loads(self.holder_file(stage).read_text())
-            except (OSError, ValueError):
-                held = {"host": "?", "pid": "?", "time": None}
-            raise RunLocked(describe_holder(self, stage, held)) from None
+        fd = _try_flock(self.lock_file(stage))
+        if fd is None:
+            raise RunLocked(describe_holder(self, stage, self._holder_info(stage)))
         try:
             atomic_write_json(self.holder_file(stage), {"host": socket.gethostname(), "pid": os.getpid(),
                                                         "time": time.time()})

@@ -19,6 +19,7 @@ import pytest
 
 from patchbench.benchmark.config import make_spec
 from patchbench.benchmark.jobs import PretrainJob
+from patchbench.benchmark.orchestrator import parse_exit_signal
 from patchbench.benchmark.store import RunDir, RunLocked
 
 MATRIX = """\
@@ -200,3 +201,9 @@ def test_stale_lock_of_a_dead_holder_is_taken_over(tmp_path):
     with run.lock("pretrain"):
         assert run.holder_file("pretrain").exists()
         assert json.loads(run.holder_file("pretrain").read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("sacct, signum", [("0:9\n", 9), ("0:15", 15), ("1:0\n", None), ("0:0", None), ("", None),
+                                            ("0:9\n0:0\n", 9)])
+def test_signal_read_from_sacct_exit_code(sacct, signum):
+    assert parse_exit_signal(sacct) == signum
