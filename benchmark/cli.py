@@ -12,6 +12,7 @@ from patchbench.datasets import DATASETS, DatasetError, build_dataset
 from patchbench.methods import METHODS, IncompatiblePairing, RegistryError
 
 from .config import ConfigError
+from .orchestrator import RunInterrupted
 
 EXECUTORS = ("debug", "local", "slurm")
 
@@ -219,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"patchbench: error: {err}", file=sys.stderr)
         return 2
+    except RunInterrupted as err:
+        print(f"patchbench: interrupted: {err}", file=sys.stderr)
+        return err.code
 
 
 if __name__ == "__main__":

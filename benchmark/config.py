@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from patchbench.methods import METHODS, BackboneConfig, MethodChoice, resolve_choice
+from patchbench.methods.typecheck import SettingError, check_setting, dataclass_annotations, ranged
 
 # Evaluation-only rows computed with the shared evaluation code: the untrained backbone read at its CLS token, or
 # at its mean-pooled patch tokens (the readout of methods that never train CLS, e.g. GTSA), and the raw pixels.
@@ -30,19 +31,19 @@ class ConfigError(ValueError):
 class OptimConfig:
     """Optimisation, as DINO's ``main_dino.py``: lr per 256 images, warm-up + cosine; wd cosine; EMA cosine."""
 
-    lr: float = 5e-4
-    min_lr: float = 1e-6
-    warmup_epochs: int = 10
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.4
-    momentum_teacher: float = 0.996
-    clip_grad: float = 3.0  # per-parameter clipping (utils.clip_gradients); 0 disables
+    lr: float = ranged(5e-4, above=0)
+    min_lr: float = ranged(1e-6, min=0)
+    warmup_epochs: int = ranged(10, min=0)
+    weight_decay: float = ranged(0.04, min=0)
+    weight_decay_end: float = ranged(0.4, min=0)
+    momentum_teacher: float = ranged(0.996, min=0, max=1)
+    clip_grad: float = ranged(3.0, min=0)  # per-parameter clipping (utils.clip_gradients); 0 disables
 
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    epochs: int = 100
-    batch_size: int = 64
+    epochs: int = ranged(100, min=1)
+    batch_size: int = ranged(64, min=1)
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,9 @@ class RuntimeConfig:
 
     data_root: str | None = None
     device: str = "auto"
-    checkpoint_interval_min: float = 10.0
-    num_workers: int = 0
-    log_every: int = 20
+    checkpoint_interval_min: float = ranged(10.0, min=0)  # 0: after every batch
+    num_workers: int = ranged(0, min=0)
+    log_every: int = ranged(20, min=1)
 
 
 @dataclass(frozen=True)
@@ -117,18 +118,27 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _strict(cls: type, values: dict[str, Any] | None, where: str) -> Any:
-    """Build dataclass ``cls`` from ``values``, refusing unknown keys with a did-you-mean."""
+def _strict(cls: type, values: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from ``values``, refusing unknown keys with a did-you-mean and values that do not
+    fit a field's type and range (``methods/typecheck.py``: annotations, and ``ranged`` metadata)."""
+    if values is not None and not isinstance(values, dict):
+        example = ", ".join(f"{f.name}: {to_dict(f.default)}" for f in fields(cls)[:2]
+                            if f.default is not dataclasses.MISSING)
+        raise ConfigError(f"{where} must be a mapping of settings, e.g. {{{example}}}; got {values!r}")
     values = dict(values or {})
     names = [f.name for f in fields(cls)]
     for key in values:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+            close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{where}: unknown key '{key}'.{hint} Valid keys: {', '.join(names)}")
+    annotations = dataclass_annotations(cls)
     for f in fields(cls):
-        if f.name in values and isinstance(values[f.name], list):
-            values[f.name] = tuple(values[f.name])
+        if f.name in values:
+            try:
+                values[f.name] = check_setting(f.name, values[f.name], annotations[f.name], f.metadata)
+            except SettingError as err:
+                raise ConfigError(f"{where}: {err}") from None
     return cls(**values)
 
 

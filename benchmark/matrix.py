@@ -34,6 +34,7 @@ for fairness (:mod:`.fairness`), before anything runs; the message names the pro
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,13 @@ from typing import Any
 import yaml
 
 from patchbench.datasets import DatasetSource, build_dataset
-from patchbench.methods import METHODS, OBJECTIVES, VIEWS, resolve_choice
+from patchbench.methods import METHODS, OBJECTIVES, VIEWS, BackboneConfig, resolve_choice
 from patchbench.methods.build import MethodChoice
 from patchbench.reports.layout import LayoutError, layout_to_dict, parse_layout
 
-from .config import REFERENCES, ConfigError, RunSpec, make_spec
-from .evaluations import EVALUATIONS
+from .config import REFERENCES, BudgetConfig, ConfigError, OptimConfig, RunSpec, RuntimeConfig, _strict, make_spec
 from .evaluate import resolve_evaluations
+from .evaluations import EVALUATIONS
 from .fairness import check_fair
 from .resources import SLURM_KEYS, SlurmResources, eval_resources, resources
 
@@ -57,6 +58,8 @@ VARY_KEYS = ("methods", "references", "datasets", "seeds", "ablations")
 BOTH_WAYS = {"dataset": "datasets"}  # fixed key -> its vary key
 METHOD_KEYS = ("view", "objective", "view_kwargs", "objective_kwargs", "optim", "slurm")
 ABLATION_KEYS = ("view", "objective", "view_kwargs", "objective_kwargs", "optim", "backbone", "budget")
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+SECTIONS = {"backbone": BackboneConfig, "budget": BudgetConfig, "optim": OptimConfig}  # overridable settings
 
 
 @dataclass(frozen=True)
@@ -112,14 +115,21 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"matrix file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{path} is a folder, not a matrix file; give a YAML file, e.g. benchmark/matrices/demo.yaml")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read as a YAML text file: {err}") from None
     raw = check_keys(raw, TOP_KEYS, str(path))
     name = raw.get("name")
     if not name or not isinstance(name, str):
         raise ConfigError(f"{path}: give the matrix a 'name' (its results go to results/<name>)")
+    if not NAME.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{path}: matrix name {name!r} is not a plain name (its results go to results/<name>); "
+                          "use letters, digits, '-', '_' and '.', e.g. demo-v2")
     fixed = check_keys(raw.get("fixed"), FIXED_KEYS, f"{path}: fixed")
     vary = check_keys(raw.get("vary"), VARY_KEYS, f"{path}: vary")
     for fixed_key, vary_key in BOTH_WAYS.items():
@@ -145,14 +155,19 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
         raise ConfigError(f"{path}: vary.methods (or vary.references) lists nothing to run")
     if not datasets:
         raise ConfigError(f"{path}: no dataset; set fixed.dataset or vary.datasets")
-    if len(set(map(str, seeds))) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+    if len(set(map(str, seeds))) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{path}: vary.seeds must be distinct integers, got {seeds}")
     for ablation, overrides in ablations.items():
         check_keys(overrides, ABLATION_KEYS, f"{path}: vary.ablations.{ablation}")
+        check_sections(overrides or {}, f"{path}: vary.ablations.{ablation}")
     per_method = check_keys(raw.get("methods"), tuple(methods),
                             f"{path}: methods (settings for a method not listed in vary.methods)")
     for m in methods:
-        check_keys(per_method.get(m), METHOD_KEYS, f"{path}: methods.{m}")
+        check_sections(check_keys(per_method.get(m), METHOD_KEYS, f"{path}: methods.{m}"), f"{path}: methods.{m}")
+    check_sections({k: fixed.get(k) for k in ("backbone", "budget")}, f"{path}: fixed")
+    for key, value in (("fixed.dataset", fixed.get("dataset")), *(("vary.datasets", d) for d in datasets)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{path}: {key} must name a dataset (run `patchbench datasets`), got {value!r}")
 
     evaluations = fixed.get("evaluations") or {"knn": {}}
     if not isinstance(evaluations, dict):
@@ -162,12 +177,16 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
     slurm = check_keys(raw.get("slurm"), SLURM_KEYS + ("eval",), f"{path}: slurm")
     base_resources = {k: v for k, v in slurm.items() if k != "eval"}
     eval_override = check_keys(slurm.get("eval"), SLURM_KEYS, f"{path}: slurm.eval")
+    _strict(RuntimeConfig, raw.get("runtime"), f"{path}: runtime")  # the cells keep the values as written
     runtime = dict(raw.get("runtime") or {})
     if data_root is not None:
         runtime["data_root"] = data_root
     sources = {d: build_dataset(d, runtime.get("data_root")) for d in datasets}
-    for source in sources.values():
+    train_sizes = {}
+    for dataset, source in sources.items():
         source.check()
+        train_sizes[dataset] = len(source.load("train"))  # opens and validates the files (cheap: no decoding)
+        source.load("test")
 
     cells = []
     for dataset in datasets:
@@ -181,6 +200,8 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
             variants = ablations.items() if ablations and method in methods else [(None, {})]
             for ablation, overrides in variants:
                 cell = apply_ablation(settings, overrides or {}, fixed)
+                where = f"{path}: {method}" + (f" ({ablation})" if ablation else "") + f" on '{dataset}'"
+                check_sizes(cell, source.image_size, train_sizes[dataset], method in methods, where)
                 if method in methods:
                     check_pairing(method, cell, source)
                 for seed in seeds:
@@ -213,6 +234,25 @@ def apply_ablation(settings: dict[str, Any], overrides: dict[str, Any], fixed: d
         else:
             cell[key] = value
     return cell
+
+
+def check_sections(settings: dict[str, Any], where: str) -> None:
+    """The backbone, budget and optim sections of a matrix part: mappings of known keys with values that fit."""
+    for key, cls in SECTIONS.items():
+        if settings.get(key) is not None:
+            _strict(cls, settings[key], f"{where}.{key}")
+
+
+def check_sizes(cell: dict[str, Any], image_size: int, train_size: int, trains: bool, where: str) -> None:
+    """The ranges that depend on the dataset: patch size against image size, batch size against the training set."""
+    patch_size = (cell.get("backbone") or {}).get("patch_size", BackboneConfig.patch_size)
+    if patch_size > image_size or image_size % patch_size:
+        raise ConfigError(f"{where}: backbone.patch_size {patch_size} does not tile the {image_size} px images; "
+                          f"use a divisor of {image_size}, e.g. {4 if image_size % 4 == 0 else 1}")
+    batch_size = (cell.get("budget") or {}).get("batch_size", BudgetConfig.batch_size)
+    if trains and batch_size > train_size:
+        raise ConfigError(f"{where}: budget.batch_size {batch_size} exceeds the {train_size} training images; "
+                          f"use batch_size <= {train_size}")
 
 
 def check_pairing(method: str, cell: dict[str, Any], source: DatasetSource) -> None:

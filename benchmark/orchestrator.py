@@ -6,11 +6,23 @@ pretraining cells go as job arrays, one per resource class, and each evaluation 
 ``afterok`` on its cell's pretraining (the cluster cancels it if the pretraining fails); ``run`` returns after
 submitting unless told to wait. On the ``local`` and ``debug`` executors the orchestrator enforces the same order
 itself: a cell's evaluations start after its pretraining succeeded, and are marked cancelled if it failed.
+
+Interrupting a local ``run`` (SIGINT, SIGTERM) asks the running job to stop (pretraining checkpoints first), waits
+for it, records the stage as ``failed: interrupted`` and raises :class:`RunInterrupted`; the next ``run`` resumes
+it. Local jobs die with the ``run`` process (``jobs.die_with_controller``); a stage left ``running`` whose lock no
+live process holds is recorded as ``killed`` the next time the ledger is read, and ``resubmit --failed`` resumes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
 import time
+import traceback
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,17 +32,19 @@ from typing import Callable
 import submitit
 
 from .config import RunSpec
-from .jobs import PretrainJob, eval_job
+from .jobs import CONTROLLER_ENV, PretrainJob, eval_job, on_interrupt
 from .matrix import Cell, Matrix
-from .store import RunDir, atomic_write_json, run_dir
+from .store import RunDir, atomic_write_json, describe_holder, inside, run_dir
 
 EXECUTORS = ("debug", "local", "slurm")
 ACTIVE = ("submitted", "running")
 SLURM_FAILURES = {"CANCELLED": "cancelled", "TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom",
                   "FAILED": "error", "NODE_FAIL": "error", "BOOT_FAIL": "error", "COMPLETED": "error",
-                  "PREEMPTED": "cancelled"}
+                  "PREEMPTED": "preempted"}
 POLL_S = 2.0
 LOCAL_POLL_S = 0.1
+STOP_GRACE_S = 60.0  # how long an interrupted local job may take to checkpoint before it is killed
+RESUMED_BY_RUN = ("interrupted",)  # failure reasons that ``run`` (not only ``resubmit --failed``) resumes
 
 Echo = Callable[[str], None]
 
@@ -49,13 +63,49 @@ def stage_status(run: RunDir, stage: str, write: bool = True, settings: dict | N
         slurm_state = job.state.split()[0] if job.state else "UNKNOWN"
         if slurm_state in SLURM_FAILURES:
             failed = {"state": "failed", "reason": SLURM_FAILURES[slurm_state], "message": f"SLURM state {job.state}"}
+            signum = slurm_exit_signal(status["job_id"]) if slurm_state in ("FAILED", "NODE_FAIL") else None
+            if signum is not None:
+                failed.update(reason="killed", message=f"SLURM state {job.state}: killed by {signal_name(signum)}")
             if write:
                 run.set_stage_state(stage, "failed", status["attempt"], reason=failed["reason"],
                                     message=failed["message"], job_id=status["job_id"])
             status = {**status, **failed}
+    if (status["state"] == "running" and status.get("executor") in ("local", "debug")
+            and status.get("host") == socket.gethostname() and run.holder(stage) is None):
+        killed = {"state": "failed", "reason": "killed",
+                  "message": f"job process {status.get('pid')} ended without recording an outcome: killed by a "
+                             "signal (SIGKILL, the out-of-memory killer, or the death of the run that started it)"}
+        if write:
+            run.set_stage_state(stage, "failed", status["attempt"], reason="killed", message=killed["message"],
+                                pid=status.get("pid"), host=status.get("host"))
+        status = {**status, **killed}
     if stage != "pretrain" and status["state"] == "done" and not run.has_record(stage, settings):
         status = {**status, "state": "planned"}  # the record is gone or stale: evaluate again
     return status
+
+
+def parse_exit_signal(sacct_exit_code: str) -> int | None:
+    """The signal of sacct's ``ExitCode`` (``<exit status>:<signal>``, e.g. ``0:9`` for SIGKILL), None if none."""
+    first = sacct_exit_code.strip().splitlines()[0] if sacct_exit_code.strip() else ""
+    code, _, sig = first.partition(":")
+    return int(sig) if sig.isdigit() and int(sig) > 0 else None
+
+
+def slurm_exit_signal(job_id: str) -> int | None:
+    """The signal that ended a SLURM job, from the accounting (``sacct``); None when unknown."""
+    try:
+        out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "ExitCode"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_exit_signal(out)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def cell_state(statuses: dict[str, dict]) -> str:
@@ -100,7 +150,8 @@ def plan(matrix: Matrix, root: Path, which: str = "missing", write: bool = True)
         def wanted(status: dict) -> bool:
             if which == "failed":
                 return status["state"] == "failed"
-            return status["state"] == "planned" or (status["state"] in ACTIVE and status.get("executor") != "slurm")
+            return (status["state"] == "planned" or status.get("reason") in RESUMED_BY_RUN
+                    or (status["state"] in ACTIVE and status.get("executor") != "slurm"))
 
         pretrain = "pretrain" in st and wanted(st["pretrain"])
         pretrain_ok = "pretrain" not in st or st["pretrain"]["state"] in ("done", *ACTIVE) or pretrain
@@ -121,12 +172,12 @@ def prepare(matrix: Matrix, root: Path) -> None:
         run = run_dir(root, cell.spec)
         if not run.spec_file.exists() or run.read_spec() != cell.spec:
             run.write_spec(cell.spec)
-    atomic_write_json(root / "matrix.json", matrix.declaration())
+    atomic_write_json(inside(root, root / "matrix.json"), matrix.declaration())
 
 
 def submitit_folder(root: Path) -> Path:
     """A fresh folder per submission (job ids restart when a cluster's state is wiped: never share one)."""
-    return root / "submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}" / "%j"
+    return inside(root, root / "submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}") / "%j"
 
 
 def submit_slurm(todo: Plan, root: Path, name: str, echo: Echo) -> list[submitit.Job]:
@@ -165,8 +216,42 @@ def submit_slurm(todo: Plan, root: Path, name: str, echo: Echo) -> list[submitit
     return jobs
 
 
-def _outcome(job: submitit.Job) -> BaseException | None:
+class RunInterrupted(Exception):
+    """``run`` stopped on SIGINT or SIGTERM after its running job stopped; ``code`` is the exit status to use."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.code = 128 + signum
+
+
+class InterruptGuard:
+    """While a local ``run`` runs: SIGINT/SIGTERM are noted and passed on as SIGTERM to the running job (its own
+    handler checkpoints and stops; submitit's local controller forwards SIGTERM to its tasks)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.job: submitit.Job | None = None
+        self.deadline = float("inf")
+
+    def __call__(self, signum: int, frame) -> None:
+        first = self.received is None
+        self.received = signum
+        if first:
+            self.deadline = time.monotonic() + STOP_GRACE_S
+            self.signal_job(signal.SIGTERM)
+
+    def signal_job(self, signum: int) -> None:
+        process = getattr(self.job, "_process", None)
+        if process is not None and process.poll() is None:
+            process.send_signal(signum)
+
+
+def _outcome(job: submitit.Job, guard: InterruptGuard | None = None) -> BaseException | None:
+    if guard is not None:
+        guard.job = job
     while isinstance(job, submitit.LocalJob) and not job.done():  # finer than submitit's 1 s wait loop
+        if guard is not None and time.monotonic() > guard.deadline:
+            guard.signal_job(signal.SIGKILL)  # its trainer dies with it (PR_SET_PDEATHSIG)
         time.sleep(LOCAL_POLL_S)
     try:
         return job.exception()
@@ -174,9 +259,74 @@ def _outcome(job: submitit.Job) -> BaseException | None:
         return err
 
 
+def job_log(job: submitit.Job, err: BaseException | None = None) -> Path:
+    """The job's log file (submitit's stderr file); the debug executor, which runs in this process and writes
+    none, gets the error written there so that every failure points at a file."""
+    log = Path(job.paths.stderr)
+    if not log.exists():
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(err)) if err is not None else "")
+    return log
+
+
+def record_failure(run: RunDir, stage: str, attempt: int, err: BaseException, interrupted: int | None) -> str:
+    """The failure of a job that ended with ``err``: what the job recorded itself, else what its end says
+    (interrupted by this run; no outcome at all: killed by a signal; else the error). Returns the reason."""
+    status = run.stage_status(stage)
+    if status["state"] == "failed":
+        return status["reason"]
+    if interrupted is not None:
+        reason, message = "interrupted", f"{signal.Signals(interrupted).name}: stopped before it could checkpoint"
+    elif isinstance(err, submitit.core.utils.UncompletedJobError):
+        reason = "killed"
+        message = (f"job process {status.get('pid', '?')} ended without an outcome: killed by a signal (SIGKILL, "
+                   "the out-of-memory killer)")
+    else:
+        reason, message = "error", _last_line(err)
+    run.set_stage_state(stage, "failed", attempt, reason=reason, message=message)
+    return reason
+
+
 def run_here(todo: Plan, root: Path, kind: str, name: str, echo: Echo) -> int:
     """Run the plan on this machine, cell by cell: pretraining, then (only if it succeeded) the evaluations.
-    Returns how many jobs ran."""
+    Returns how many jobs ran; raises :class:`RunInterrupted` on SIGINT/SIGTERM once the running job stopped."""
+    guard = InterruptGuard()
+    environment = {CONTROLLER_ENV: str(os.getpid())} if kind == "local" else {}
+    with on_interrupt(guard), _environment(environment):
+        return _run_cells(todo, root, kind, name, echo, guard)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """``values`` in ``os.environ`` while the body runs (submitit's local executor passes it to its jobs)."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _sigint_ignored_by_children(kind: str):
+    """Start local jobs with SIGINT ignored (an ignored signal stays ignored across exec, and Python then installs
+    no KeyboardInterrupt handler): Ctrl-C reaches submitit's local controller too, which would otherwise kill the
+    job within a second; the job installs its own handler, and this run passes the interrupt on as SIGTERM."""
+    if kind != "local" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_cells(todo: Plan, root: Path, kind: str, name: str, echo: Echo, guard: InterruptGuard) -> int:
     ran = 0
     folder = submitit_folder(root)
     cells = list({c.spec.run_id: c for c in [*todo.pretrain, *(c for c, _ in todo.evaluate)]}.values())
@@ -185,36 +335,36 @@ def run_here(todo: Plan, root: Path, kind: str, name: str, echo: Echo) -> int:
         label = f"[{i}/{len(cells)}] {spec.label} {spec.dataset} seed {spec.seed} ({spec.run_id})"
         executor = submitit.AutoExecutor(folder=folder, cluster=kind)
         executor.update_parameters(timeout_min=cell.pretrain.timeout_min(), name=f"{name}-{spec.run_id}")
-        evals = todo.stages_of(cell)
-        if "pretrain" in evals:
-            evals.remove("pretrain")
-            echo(f"{label}: pretraining")
-            attempt = run.next_attempt("pretrain")
-            job = executor.submit(PretrainJob(), str(run.path), attempt)
-            run.add_submission("pretrain", job.job_id, kind, str(folder))
+        stages_todo = todo.stages_of(cell)
+        for stage in stages_todo:
+            held = run.holder(stage)
+            if held is not None:
+                echo(f"{label}: skipped: {describe_holder(run, stage, held)}")
+                break
+            echo(f"{label}: {'pretraining' if stage == 'pretrain' else stage}")
+            attempt = run.next_attempt(stage)
+            with _sigint_ignored_by_children(kind):
+                job = (executor.submit(PretrainJob(), str(run.path), attempt) if stage == "pretrain"
+                       else executor.submit(eval_job, str(run.path), stage, attempt))
+            run.add_submission(stage, job.job_id, kind, str(folder))
             ran += 1
-            err = _outcome(job)
-            if err is not None:
-                status = run.stage_status("pretrain")
-                if status["state"] != "failed":  # died without recording why
-                    run.set_stage_state("pretrain", "failed", attempt, reason="error", message=_last_line(err))
-                reason = run.stage_status("pretrain")["reason"]
-                echo(f"{label}: failed: {reason}: {_last_line(err)} (log under {folder.parent})")
-                for evaluation in evals:
+            err = _outcome(job, guard)
+            if err is None and guard.received is None:
+                continue
+            reason = record_failure(run, stage, attempt, err, guard.received) if err is not None else None
+            if guard.received is not None or reason == "interrupted":
+                signum = guard.received or signal.SIGINT
+                what = ("finished before it could stop" if err is None else
+                        f"stopped and recorded as interrupted (log: {job_log(job, err)})")
+                raise RunInterrupted(f"{label}: {signal.Signals(signum).name} received; {stage} {what}; "
+                                     "run the same command again to resume", signum)
+            echo(f"{label}: {stage} failed: {reason}: {run.stage_status(stage).get('message', _last_line(err))} "
+                 f"(log: {job_log(job, err)})")
+            if stage == "pretrain":
+                for evaluation in stages_todo[1:]:
                     run.set_stage_state(evaluation, "failed", run.next_attempt(evaluation), reason="cancelled",
                                         message="its pretraining failed")
-                continue
-        for evaluation in evals:
-            echo(f"{label}: {evaluation}")
-            attempt = run.next_attempt(evaluation)
-            job = executor.submit(eval_job, str(run.path), evaluation, attempt)
-            run.add_submission(evaluation, job.job_id, kind, str(folder))
-            ran += 1
-            err = _outcome(job)
-            if err is not None:
-                if run.stage_status(evaluation)["state"] != "failed":
-                    run.set_stage_state(evaluation, "failed", attempt, reason="error", message=_last_line(err))
-                echo(f"{label}: {evaluation} failed: {_last_line(err)}")
+                break
     return ran
 
 

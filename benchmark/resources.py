@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from patchbench.methods.typecheck import ranged
+
 from .config import ConfigError, _strict
 
 SLURM_KEYS = ("partition", "gpus_per_node", "nodes", "cpus_per_task", "mem", "time", "account", "qos", "constraint")
@@ -18,9 +20,9 @@ SLURM_KEYS = ("partition", "gpus_per_node", "nodes", "cpus_per_task", "mem", "ti
 @dataclass(frozen=True)
 class SlurmResources:
     partition: str | None = None
-    gpus_per_node: int = 0
-    nodes: int = 1
-    cpus_per_task: int = 2
+    gpus_per_node: int = ranged(0, min=0)
+    nodes: int = ranged(1, min=1)
+    cpus_per_task: int = ranged(2, min=1)
     mem: str | int | float = "8G"
     time: str | int = 60
     account: str | None = None

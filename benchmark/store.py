@@ -1,13 +1,19 @@
 """The run store: ``results/<matrix>/<run_id>/`` with the spec, checkpoint, train log, state and result records.
 
 Every file is written atomically (write to a temporary file in the same folder, then rename), so a job killed at
-any moment leaves either the old or the new version, never a torn one.
+any moment leaves either the old or the new version, never a torn one. One writer per stage: a job holds an OS
+file lock (``fcntl.flock``) on ``locks/<stage>.lock`` for its lifetime, with its host and PID written beside it
+(``locks/<stage>.holder.json``); a second job on the same stage refuses to start and names the holder. The kernel
+drops the lock when its holder dies, however it dies, so a stale lock is simply taken over by the next job.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,10 +25,24 @@ import yaml
 
 from patchbench.reports.schema import RUN_RESULTS_DIR, SCHEMA_VERSION, validate_record
 
-from .config import RunSpec, spec_from_dict, to_dict
+from .config import ConfigError, RunSpec, spec_from_dict, to_dict
 
 STATES = ("planned", "submitted", "running", "done", "failed")
-FAILURE_REASONS = ("diverged", "oom", "timeout", "cancelled", "error")
+# killed: ended by a signal without recording why (SIGKILL, the out-of-memory killer, its controller's death);
+# interrupted: stopped on request (Ctrl-C, SIGTERM), checkpointed where it could; both resume from the checkpoint.
+FAILURE_REASONS = ("diverged", "oom", "timeout", "preempted", "killed", "interrupted", "cancelled", "error")
+
+
+class RunLocked(RuntimeError):
+    """Another live process holds the lock of a run's stage."""
+
+
+def inside(root: str | Path, path: str | Path) -> Path:
+    """``path``, after checking that it lies inside the results folder ``root`` (no ``..`` or link escapes)."""
+    root_resolved, resolved = Path(root).resolve(), Path(path).resolve()
+    if resolved != root_resolved and not resolved.is_relative_to(root_resolved):
+        raise ConfigError(f"{path} lies outside the results folder {root}; the harness writes only inside it")
+    return Path(path)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -53,6 +73,18 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _try_flock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding an exclusive ``flock`` on it, or None if another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 @dataclass(frozen=True)
@@ -90,6 +122,43 @@ class RunDir:
     @property
     def results(self) -> Path:
         return self.path / RUN_RESULTS_DIR
+
+    def lock_file(self, stage: str) -> Path:
+        return self.path / "locks" / f"{stage}.lock"
+
+    def holder_file(self, stage: str) -> Path:
+        return self.path / "locks" / f"{stage}.holder.json"
+
+    def holder(self, stage: str) -> dict[str, Any] | None:
+        """Who holds the lock of ``stage`` ({host, pid, time}), or None when no live process holds it."""
+        if not self.lock_file(stage).exists():
+            return None
+        fd = _try_flock(self.lock_file(stage))
+        if fd is not None:
+            os.close(fd)  # closing drops the lock this call took
+            return None
+        return self._holder_info(stage)
+
+    def _holder_info(self, stage: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.holder_file(stage).read_text())
+        except (OSError, ValueError):  # the holder is between taking the lock and writing its name
+            return {"host": "?", "pid": "?", "time": None}
+
+    @contextlib.contextmanager
+    def lock(self, stage: str):
+        """Hold the lock of ``stage`` while the body runs; raise :class:`RunLocked` naming the holder if another
+        live process holds it."""
+        fd = _try_flock(self.lock_file(stage))
+        if fd is None:
+            raise RunLocked(describe_holder(self, stage, self._holder_info(stage)))
+        try:
+            atomic_write_json(self.holder_file(stage), {"host": socket.gethostname(), "pid": os.getpid(),
+                                                        "time": time.time()})
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def write_spec(self, spec: RunSpec) -> None:
         atomic_write_bytes(self.spec_file, yaml.safe_dump(to_dict(spec), sort_keys=False).encode())
@@ -155,5 +224,11 @@ class RunDir:
         return written == json.loads(json.dumps(settings))
 
 
+def describe_holder(run: RunDir, stage: str, held: dict[str, Any]) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held["time"])) if held.get("time") else "?"
+    return (f"the {stage} of run {run.path} is being written by process {held.get('pid')} on {held.get('host')} "
+            f"(since {since}); wait for it to end or stop that process, then run again")
+
+
 def run_dir(results_root: str | Path, spec: RunSpec) -> RunDir:
-    return RunDir(Path(results_root) / spec.run_id)
+    return RunDir(inside(results_root, Path(results_root) / spec.run_id))

@@ -15,6 +15,7 @@ checkpoint is saved there and :class:`Preempted` is raised, so the job can be re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
@@ -275,6 +276,7 @@ if __name__ == "__main__":  # python -m patchbench.benchmark.train RUN_DIR  (res
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun-style environment: RANK, WORLD_SIZE, MASTER_ADDR/PORT
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     run = RunDir(Path(sys.argv[1]))
-    summary = pretrain(run.read_spec(), run)
+    with run.lock("pretrain") if ddp.rank() == 0 else contextlib.nullcontext():
+        summary = pretrain(run.read_spec(), run)
     if ddp.rank() == 0:
         print(json.dumps(summary, indent=2))

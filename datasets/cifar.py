@@ -9,15 +9,23 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .base import DatasetSource, ImageSet, Split, register_dataset
+from .base import DatasetError, DatasetSource, ImageSet, Split, register_dataset
 
 
 def read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images (N,3,32,32), int64 labels) of one pickled CIFAR batch (rows: R, G, B planes of 1024 bytes)."""
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
-    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return images, np.asarray(batch[label_key], dtype=np.int64)
+    """(uint8 images (N,3,32,32), int64 labels) of one pickled CIFAR batch (rows: R, G, B planes of 1024 bytes).
+
+    A file that is truncated, not a pickle, or not a CIFAR batch raises :class:`DatasetError` naming it and why."""
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except Exception as err:  # unpickling reports a damaged file with many exception types
+        raise DatasetError(f"{path} ({type(err).__name__}: {err})") from None
+    if len(labels) != len(images):
+        raise DatasetError(f"{path} ({len(images)} images but {len(labels)} labels)")
+    return images, labels
 
 
 class _CifarSource(DatasetSource):
@@ -39,7 +47,15 @@ class _CifarSource(DatasetSource):
 
     def load(self, split: Split) -> ImageSet:
         self.check()
-        parts = [read_batch(self.expected_path() / name, self.label_key) for name in self.split_files[split]]
+        parts, unreadable = [], []
+        for name in self.split_files[split]:
+            try:
+                parts.append(read_batch(self.expected_path() / name, self.label_key))
+            except DatasetError as err:
+                unreadable.append(str(err))
+        if unreadable:
+            raise DatasetError(f"dataset '{self.name}': unreadable CIFAR batch file(s): {'; '.join(unreadable)}; "
+                               "extract the python-version archive again")
         images = np.concatenate([images for images, _ in parts])
         labels = np.concatenate([labels for _, labels in parts])
         return ImageSet(labels, images=torch.from_numpy(images))

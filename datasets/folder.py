@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from .base import DatasetError, DatasetSource, ImageSet, Split, register_dataset
@@ -17,6 +17,26 @@ from .base import DatasetError, DatasetSource, ImageSet, Split, register_dataset
 def class_names(directory: Path) -> list[str]:
     """Sorted names of the sub-folders of ``directory`` (none if it is absent), as torchvision's find_classes."""
     return sorted(entry.name for entry in directory.iterdir() if entry.is_dir()) if directory.is_dir() else []
+
+
+SHOWN = 3  # problems listed by name; the rest are counted
+
+
+def _listing(items: list[str]) -> str:
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
+def unreadable_images(paths: tuple[str, ...]) -> list[str]:
+    """The files PIL cannot identify as images (it reads each file's header only, not its pixels)."""
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except (OSError, UnidentifiedImageError, ValueError):
+            bad.append(path)
+    return bad
 
 
 def load_image(paths: tuple[str, ...], size: int, index: int) -> torch.Tensor:
@@ -74,11 +94,21 @@ class FolderSource(DatasetSource):
                                f"{self.expected_path() / 'train'}")
         try:
             samples = make_dataset(directory, {c: i for i, c in enumerate(self.classes)}, extensions=IMG_EXTENSIONS,
-                                   allow_empty=split == "test")
+                                   allow_empty=True)
         except FileNotFoundError as err:
             raise DatasetError(f"dataset 'folder', split {split} ({directory}): {err}") from None
         if not samples:
             raise DatasetError(f"dataset 'folder': no image files in {directory}.\nExpected layout:\n{self.layout}")
+        if split == "train":
+            counts = np.bincount([label for _, label in samples], minlength=len(self.classes))
+            empty = [str(directory / c) for c, n in zip(self.classes, counts) if n == 0]
+            if empty:
+                raise DatasetError(f"dataset 'folder': {len(empty)} class folder(s) hold no image files: "
+                                   f"{_listing(empty)}; add images or remove the folder(s)")
         paths = tuple(path for path, _ in samples)
+        bad = unreadable_images(paths)
+        if bad:
+            raise DatasetError(f"dataset 'folder': {len(bad)} unreadable image file(s): {_listing(bad)}; "
+                               "replace or remove them")
         labels = np.array([label for _, label in samples], dtype=np.int64)
         return ImageSet(labels, loader=partial(load_image, paths, self.image_size))

@@ -14,6 +14,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from .typecheck import ranged
+
 # name -> (embed_dim, depth, num_heads). tiny/small/base are DINO's vit_tiny/small/base; nano and pico are
 # CPU-sized variants for the demo and the tests.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -29,10 +31,10 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 class BackboneConfig:
     """What defines a backbone. ``class_token``/``final_norm`` are False for SelfPatch's backbone."""
 
-    size: str = "nano"
-    patch_size: int = 4
-    img_size: int = 32
-    drop_path_rate: float = 0.1
+    size: str = ranged("nano", choices=tuple(VIT_SIZES))
+    patch_size: int = ranged(4, min=1)
+    img_size: int = ranged(32, min=1)
+    drop_path_rate: float = ranged(0.1, min=0, max=1)
     class_token: bool = True
     final_norm: bool = True
     mask_token: bool = False

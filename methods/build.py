@@ -10,6 +10,7 @@ from typing import Any
 from .backbone import VIT_SIZES, BackboneConfig
 from .base import Objective, SSLMethod, ViewStrategy
 from .registry import METHODS, OBJECTIVES, VIEWS, RegistryError
+from .typecheck import SettingError, check_setting, parameter_annotations
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,22 @@ def _keyword_parameters(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: set[str]) -> dict[str, Any]:
-    """``kwargs`` checked against ``cls.__init__`` and completed with its defaults, so a config is fully resolved."""
+    """``kwargs`` checked against ``cls.__init__`` (names, and values against the annotations) and completed with
+    its defaults, so a config is fully resolved."""
+    if not isinstance(kwargs, dict):
+        raise RegistryError(f"the settings of {what} must be a mapping, e.g. {{name: value}}; got {kwargs!r}")
     params = {n: p for n, p in _keyword_parameters(cls).items() if n not in skip}
+    annotations = parameter_annotations(cls)
     for key in kwargs:
         if key not in params:
-            close = difflib.get_close_matches(key, params, n=1)
+            close = difflib.get_close_matches(str(key), params, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise RegistryError(f"{what} has no setting '{key}'.{hint} Settings: {', '.join(params)}")
+        if key in annotations:
+            try:
+                check_setting(key, kwargs[key], annotations[key])
+            except SettingError as err:
+                raise RegistryError(f"{what}: {err}") from None
     return {name: kwargs.get(name, p.default) for name, p in params.items()}
 
 
@@ -57,10 +67,14 @@ def resolve_choice(choice: MethodChoice) -> tuple[str, dict[str, Any], str, dict
     spec = METHODS.get(choice.method)
     view = choice.view or spec.view
     objective = choice.objective or spec.objective
+    for component, kwargs in (("view", choice.view_kwargs), ("objective", choice.objective_kwargs)):
+        if not isinstance(kwargs, dict):
+            raise RegistryError(f"{component}_kwargs of method '{choice.method}' must be a mapping of settings, "
+                                f"e.g. {{name: value}}; got {kwargs!r}")
+    view_cls, objective_cls = VIEWS.get(view), OBJECTIVES.get(objective)
     view_kwargs = {**(spec.view_defaults if view == spec.view else {}), **choice.view_kwargs}
     objective_kwargs = {**(spec.objective_defaults if objective == spec.objective else {}),
                         **choice.objective_kwargs}
-    view_cls, objective_cls = VIEWS.get(view), OBJECTIVES.get(objective)
     view_kwargs = _complete_kwargs(view_cls, view_kwargs, f"view strategy '{view}'",
                                    {"image_size", "patch_size", "mean", "std"})
     objective_kwargs = _complete_kwargs(objective_cls, objective_kwargs, f"objective '{objective}'", {"embed_dim"})

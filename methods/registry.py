@@ -47,8 +47,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         load_plugins(self.plugin_group)
-        if name not in self._items:
-            close = difflib.get_close_matches(name, self._items, n=1)
+        if not isinstance(name, str) or name not in self._items:
+            close = difflib.get_close_matches(str(name), self._items, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise RegistryError(f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(sorted(self._items))}")
         return self._items[name]

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from patchbench.methods.typecheck import ranged
+
 from ..features import EvalInputs
 from .base import EvalResult, Evaluation, register_evaluation
 from .probe import Standardizer, Trial, best_trial, grid, held_out_split, shuffled_batches, train_heads
@@ -35,11 +37,11 @@ class DenseSettings:
     ``weight_decay``; ``epochs`` and ``batch_size`` (images) of the probe's training; ``standardize``: per-dimension
     standardisation of the tokens (:class:`.probe.Standardizer`)."""
 
-    lrs: tuple[float, ...] = (0.1, 1.0, 10.0)
-    weight_decay: float = 0.0
-    epochs: int = 5
-    batch_size: int = 32
-    val_fraction: float = 0.1
+    lrs: tuple[float, ...] = ranged((0.1, 1.0, 10.0), above=0, min_items=1)
+    weight_decay: float = ranged(0.0, min=0)
+    epochs: int = ranged(5, min=1)
+    batch_size: int = ranged(32, min=1)
+    val_fraction: float = ranged(0.1, above=0, max=0.5)
     standardize: bool = True
 
 

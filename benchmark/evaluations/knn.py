@@ -14,6 +14,9 @@ import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import normalize
 
+from patchbench.methods.typecheck import ranged
+
+from ..config import ConfigError
 from ..features import EvalInputs
 from .base import EvalResult, Evaluation, register_evaluation
 
@@ -23,8 +26,8 @@ class KnnSettings:
     """``k``: the neighbour counts, each reported (DINO reports 20 of 10, 20, 100, 200); ``temperature``: T of the
     exp(s / T) vote (DINO: 0.07)."""
 
-    k: tuple[int, ...] = (10, 20)
-    temperature: float = 0.07
+    k: tuple[int, ...] = ranged((10, 20), min=1, min_items=1)
+    temperature: float = ranged(0.07, above=0)
 
 
 def knn_top1(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
@@ -46,6 +49,12 @@ class Knn(Evaluation):
     reads = "global"
     needs = frozenset({"labels"})
     description = "DINO's weighted k-NN on the L2-normalised global embedding; every k reported"
+
+    def check_dataset(self, source) -> None:
+        bank = len(source.load("train"))
+        if max(self.settings.k) > bank:
+            raise ConfigError(f"knn: k = {max(self.settings.k)} exceeds the {bank} training images of "
+                              f"'{source.name}' (the k-NN bank); use k <= {bank}")
 
     def run(self, inputs: EvalInputs) -> EvalResult:
         s: KnnSettings = self.settings

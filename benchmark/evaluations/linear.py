@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from patchbench.methods.crops import resized_crop, sample_crop_boxes
+from patchbench.methods.typecheck import ranged
 
 from ..config import ConfigError
 from ..features import EvalInputs
@@ -38,11 +39,11 @@ class LinearSettings:
     standardisation of the features (:class:`.probe.Standardizer`); ``augment``: DINO's crop + flip per epoch instead
     of cached features."""
 
-    lrs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
-    weight_decays: tuple[float, ...] = (0.0, 1e-4)
-    epochs: int = 100
-    batch_size: int = 256
-    val_fraction: float = 0.1
+    lrs: tuple[float, ...] = ranged((0.01, 0.1, 1.0, 10.0), above=0, min_items=1)
+    weight_decays: tuple[float, ...] = ranged((0.0, 1e-4), min=0, min_items=1)
+    epochs: int = ranged(100, min=1)
+    batch_size: int = ranged(256, min=1)
+    val_fraction: float = ranged(0.1, above=0, max=0.5)
     standardize: bool = True
     augment: bool = False
 
