@@ -52,7 +52,10 @@ def resolve_evaluations(declared: dict[str, Any], cell_dataset: str, sources: di
             sources[dataset] = build_dataset(dataset, data_root)
             sources[dataset].check()
         check_serves(type(evaluation), sources[dataset], where)
-        evaluation.check_dataset(sources[dataset])
+        try:
+            evaluation.check_dataset(sources[dataset])
+        except ConfigError as err:
+            raise ConfigError(f"{where}.{name}: {err}") from None
         resolved[name] = {EVAL_DATASET_KEY: dataset, **to_dict(evaluation.settings)}
     return resolved
 

@@ -56,7 +56,8 @@ class Evaluation(ABC):
         self.settings = settings
 
     def check_dataset(self, source: DatasetSource) -> None:
-        """Refuse settings that this dataset cannot serve (raise :class:`ConfigError`); called at matrix load."""
+        """Refuse settings that this dataset cannot serve (raise :class:`ConfigError` saying what and how to fix it;
+        the matrix path and evaluation are prefixed); called at matrix load."""
 
     @abstractmethod
     def run(self, inputs: EvalInputs) -> EvalResult:

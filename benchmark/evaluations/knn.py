@@ -53,7 +53,7 @@ class Knn(Evaluation):
     def check_dataset(self, source) -> None:
         bank = len(source.load("train"))
         if max(self.settings.k) > bank:
-            raise ConfigError(f"knn: k = {max(self.settings.k)} exceeds the {bank} training images of "
+            raise ConfigError(f"k = {max(self.settings.k)} exceeds the {bank} training images of "
                               f"'{source.name}' (the k-NN bank); use k <= {bank}")
 
     def run(self, inputs: EvalInputs) -> EvalResult:
