@@ -29,7 +29,6 @@ for fairness (:mod:`.fairness`), before anything runs; the message names the pro
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 import yaml
 
 from patchbench.datasets import DatasetSource, build_dataset
-from patchbench.methods import METHODS, OBJECTIVES, VIEWS, resolve_choice
+from patchbench.methods import METHODS, OBJECTIVES, VIEWS, did_you_mean, resolve_choice
 from patchbench.methods.build import MethodChoice
 
 from .config import REFERENCES, ConfigError, RunSpec, make_spec
@@ -84,9 +83,7 @@ def check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
         raise ConfigError(f"{where} must be a mapping, got {type(d).__name__}")
     for key in d:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: unknown key '{key}'.{hint} Valid keys: {', '.join(allowed)}")
+            raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, allowed)} Valid keys: {', '.join(allowed)}")
     return d
 
 
@@ -129,9 +126,7 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
         METHODS.get(method)  # unknown names fail here, with a did-you-mean
     for ref in references:
         if ref not in REFERENCES:
-            close = difflib.get_close_matches(str(ref), REFERENCES, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{path}: unknown reference '{ref}'.{hint} References are {', '.join(REFERENCES)}")
+            raise ConfigError(f"{path}: unknown reference '{ref}'.{did_you_mean(ref, REFERENCES)} References are {', '.join(REFERENCES)}")
     if not methods and not references:
         raise ConfigError(f"{path}: vary.methods (or vary.references) lists nothing to run")
     if not datasets:

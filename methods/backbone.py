@@ -90,7 +90,3 @@ class ViTEncoder(nn.Module):
         x = self.vit.norm_pre(self.vit.patch_drop(x))
         x = self.vit.blocks(x)
         return self.vit.norm(x)
-
-
-def build_backbone(config: BackboneConfig) -> ViTEncoder:
-    return ViTEncoder(config)

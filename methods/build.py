@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backbone import VIT_SIZES, BackboneConfig
 from .base import Objective, SSLMethod, ViewStrategy
-from .registry import METHODS, OBJECTIVES, VIEWS, RegistryError
+from .registry import METHODS, OBJECTIVES, VIEWS, RegistryError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -43,9 +42,7 @@ def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: set[str
     params = {n: p for n, p in _keyword_parameters(cls).items() if n not in skip}
     for key in kwargs:
         if key not in params:
-            close = difflib.get_close_matches(key, params, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise RegistryError(f"{what} has no setting '{key}'.{hint} Settings: {', '.join(params)}")
+            raise RegistryError(f"{what} has no setting '{key}'.{did_you_mean(key, params)} Settings: {', '.join(params)}")
     return {name: kwargs.get(name, p.default) for name, p in params.items()}
 
 
