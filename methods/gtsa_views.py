@@ -43,7 +43,7 @@ def area(corners: Tensor) -> Tensor:
 def rotate_boxes(corners: Tensor, quarter_turns: Tensor, size: float) -> Tensor:
     """Boxes (…, 4) in an S×S crop's frame → the same boxes after rotating the crop k·90° counter-clockwise.
 
-    ``rotate_bbox`` of ``util/gtsa_transforms.py`` (specs/gtsa.md §2): 90° maps (x1, y1, x2, y2) to
+    ``rotate_bbox`` of ``util/gtsa_transforms.py``: 90° maps (x1, y1, x2, y2) to
     (y1, S−x2, y2, S−x1); 180° and 270° are its powers.
     """
     x1, y1, x2, y2 = corners.unbind(-1)

@@ -1,6 +1,6 @@
 """iBOT (Zhou et al., ICLR 2022): DINO plus masked image modelling with a self-distilled patch target.
 
-Follows bytedance/ibot at da316d8 (specs/ibot.md):
+Follows bytedance/ibot at da316d8 (docs/methods.md, iBOT):
 - views: ``masked_multicrop`` (methods/masking.py, ``loader.py::ImageFolderMask``) — the masks belong to the views
   because upstream draws them in the data loader with the crops, and the view strategy's generator makes them
   reproducible and resumable like the crops;

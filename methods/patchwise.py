@@ -1,16 +1,16 @@
 """Patch-Wise SSL (Javidani et al., arXiv 2310.18651): DINO plus a loss between geometrically matched patches.
 
-Follows ``patch_wise_dino.py::DINOLoss`` of alijavidani/Local_Global_Representation_Learning (specs/patchwise.md
-§5–6): one DINO head shared by CLS and patch tokens; for every (teacher global v, student view u ≠ v) pair the
+Follows ``patch_wise_dino.py::DINOLoss`` of alijavidani/Local_Global_Representation_Learning (docs/methods.md,
+Patch-Wise SSL): one DINO head shared by CLS and patch tokens; for every (teacher global v, student view u ≠ v) pair the
 cross-entropy between the centred, sharpened teacher distribution and the student's, over the CLS pair and the
 patch pairs of the geometric matching (methods/patch_matching.py); the centre has one row per token position of a
 global view and follows DINO's EMA. Temperatures, teacher-temperature warm-up and the frozen last layer as DINO.
 
 The released loss (``loss_variant="mean"``) averages the cross-entropies of a pair over all its matched tokens, CLS
 included; ``"lambda"`` is the development branches' λ·H_CLS + (1 − λ)·mean over patches (0 without patch matches).
-With per-sample geometry each sample's pair is averaged over its own |M_b| (spec §6), then over samples and pairs.
+With per-sample geometry each sample's pair is averaged over its own |M_b|, then over samples and pairs.
 
-Efficiency (spec §9): the student head runs only on the tokens some pair uses (gather, then project), and the loss
+Efficiency: the student head runs only on the tokens some pair uses (gather, then project), and the loss
 is one dense (used tokens × K) target — the weighted sum of teacher distributions each student token is matched to
 — built with a sparse matrix product, so no (pair × B × M × K) tensor is ever formed. The teacher head runs on
 every global token, because every centre row is updated from the batch mean.

@@ -1,7 +1,7 @@
 """SelfPatch (Yun et al., CVPR 2022): DINO plus a patch loss against the teacher's aggregate of each patch's
 most similar neighbours.
 
-Follows alinlab/SelfPatch at 81aef14 (specs/selfpatch.md):
+Follows alinlab/SelfPatch at 81aef14 (docs/methods.md, SelfPatch):
 - backbone: no CLS token and no final norm (``backbone_overrides``; ``selfpatch_vision_transformer.py``);
 - aggregator: ``SelfPatchAggregator`` (methods/selfpatch_head.py, ``SelfPatchHead``), then two separate DINO
   heads (lightly's ``DINOProjectionHead``; ``main_selfpatch.py::MultiCropWrapper``): ``cls`` on the image token

@@ -3,7 +3,7 @@
 ``multicrop`` is DINO's multi-crop (``main_dino.py::DataAugmentationDINO``): two global and N local
 RandomResizedCrops with horizontal flips and DINO's photometric augmentations, run batched on the training device
 with per-sample parameters, and the crop box and flip of every view recorded. ``patchwise`` adds Patch-Wise SSL's
-per-patch photometric augmentation after them (specs/patchwise.md §3).
+per-patch photometric augmentation after them (``image_to_patches.py::PatchAugmentation``).
 """
 
 from __future__ import annotations
@@ -89,11 +89,11 @@ class MultiCropViews(CropPipeline):
     """DINO multi-crop, with boxes (B, V, 4) and flips (B, V) in ``Views.meta``.
 
     Sizes default to the image size (globals) and half of it (locals), the 224/96 ratio of DINO at 32 px
-    (specs/dino.md §9). ``blur_sigma`` is given at DINO's 224 px scale and scaled with each view's size, so the
+    (docs/methods.md, DINO). ``blur_sigma`` is given at DINO's 224 px scale and scaled with each view's size, so the
     blur is the same fraction of the view as in DINO. Per view: blur p (1.0, 0.1, 0.5 for locals) and solarize p
     (0, 0.2, 0 for locals), as DINO.
 
-    ``same_batch_geometry`` reproduces the official Patch-Wise main branch (``collate_function``, spec §2.3): one
+    ``same_batch_geometry`` reproduces the official Patch-Wise main branch (``augment.py::collate_function``): one
     draw per view for the whole batch, so every image of a batch gets the same boxes, flips and photometric
     parameters. It makes matching computable once per batch but removes augmentation diversity within a batch
     (B images share one view geometry), which is why per-sample draws are the default.
@@ -157,7 +157,7 @@ class PatchWiseViews(MultiCropViews):
 
     Follows ``alijavidani/dino@imagenet100-patch_augmentation`` (``image_to_patches.py::PatchAugmentation``):
     every ViT patch of every view, globals and locals, gets its own random jitter/blur/sharpness/posterize, after
-    DINO's image-level augmentations and before normalisation (spec §3). ``patch_augmentation=False`` is the
+    DINO's image-level augmentations and before normalisation. ``patch_augmentation=False`` is the
     official main branch (no per-patch augmentation). In same-batch mode the per-patch draws stay independent
     (inferred: the only code with the per-patch augmentation draws per sample).
     """
@@ -165,7 +165,7 @@ class PatchWiseViews(MultiCropViews):
     def __init__(self, *, patch_augmentation: bool = True, small_patch_blur: str = "replicate", **kwargs):
         super().__init__(**kwargs)
         self.patch_augmentation = patch_augmentation
-        self.small_patch_blur = small_patch_blur  # patches < 3 px: the 1×5 blur's padding (spec §3.1 edge case)
+        self.small_patch_blur = small_patch_blur  # patches < 3 px: the 1×5 blur's padding (methods/patch_photometric.py)
 
     def finish_views(self, views: list[Tensor], generator: torch.Generator) -> list[Tensor]:
         """Every view gets its own per-patch draws; one batched call per run of equal-size views. Drawn after
