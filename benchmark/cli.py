@@ -24,13 +24,33 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluations(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .evaluations import EVALUATIONS
+
+    rows = []
+    for name in EVALUATIONS.names():
+        cls = EVALUATIONS.get(name)
+        defaults = ", ".join(f"{f.name}={_plain(f.default)}" for f in fields(cls.settings_class))
+        rows.append((name, cls.reads, ", ".join(sorted(cls.needs)), defaults, cls.description))
+    print(tabulate(rows, headers=["evaluation", "reads", "dataset needs", "settings (defaults)", "description"],
+                   tablefmt="github"))
+    return 0
+
+
+def _plain(value) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, tuple) else str(value)
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     rows = []
     for name in sorted(DATASETS):
         source = build_dataset(name, args.data_root)
         where = "embedded" if source.embedded else str(source.expected_path())
-        rows.append((name, "yes" if source.files_present() else "no", where, source.description))
-    print(tabulate(rows, headers=["dataset", "present", "files", "description"], tablefmt="github"))
+        rows.append((name, "yes" if source.files_present() else "no", where, ", ".join(sorted(source.provides)),
+                     source.description))
+    print(tabulate(rows, headers=["dataset", "present", "files", "provides", "description"], tablefmt="github"))
     return 0
 
 
@@ -144,6 +164,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="patchbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list the registered methods").set_defaults(func=cmd_methods)
+    sub.add_parser("evaluations", help="list the registered evaluations, what they read and their settings"
+                   ).set_defaults(func=cmd_evaluations)
     d = sub.add_parser("datasets", help="list the datasets and whether their files are present")
     d.add_argument("--data-root", default=None, help="folder holding on-disk datasets (default $PATCHBENCH_DATA or ./data)")
     d.set_defaults(func=cmd_datasets)

@@ -45,14 +45,6 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
-class KnnConfig:
-    """DINO's weighted k-NN (eval_knn.py): cosine on L2-normalised features, T-weighted vote."""
-
-    k: tuple[int, ...] = (10, 20)
-    temperature: float = 0.07
-
-
-@dataclass(frozen=True)
 class RuntimeConfig:
     """How a run executes; not part of its identity."""
 
@@ -65,7 +57,10 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell: ``method`` is a registered method or a reference row (random-init, raw-pixels)."""
+    """One cell: ``method`` is a registered method or a reference row (random-init, raw-pixels).
+
+    ``evaluations``: evaluation name → its resolved settings, ``dataset`` (what it evaluates on) included
+    (``patchbench.benchmark.evaluate.resolve_evaluations``)."""
 
     matrix: str
     method: str
@@ -78,8 +73,7 @@ class RunSpec:
     objective: str | None = None
     view_kwargs: dict[str, Any] = field(default_factory=dict)
     objective_kwargs: dict[str, Any] = field(default_factory=dict)
-    knn: KnnConfig = field(default_factory=KnnConfig)
-    evaluations: tuple[str, ...] = ("knn",)
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
     ablation: str | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -128,7 +122,8 @@ def _strict(cls: type, values: dict[str, Any] | None, where: str) -> Any:
     names = [f.name for f in fields(cls)]
     for key in values:
         if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, names)} Valid keys: {', '.join(names)}")
+            raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, names)} "
+                              f"Valid keys: {', '.join(names)}")
     for f in fields(cls):
         if f.name in values and isinstance(values[f.name], list):
             values[f.name] = tuple(values[f.name])
@@ -138,12 +133,12 @@ def _strict(cls: type, values: dict[str, Any] | None, where: str) -> Any:
 def make_spec(*, matrix: str, method: str, dataset: str, seed: int, image_size: int,
               backbone: dict | None = None, budget: dict | None = None, optim: dict | None = None,
               view: str | None = None, objective: str | None = None, view_kwargs: dict | None = None,
-              objective_kwargs: dict | None = None, knn: dict | None = None, runtime: dict | None = None,
-              evaluations: tuple[str, ...] = ("knn",), ablation: str | None = None) -> RunSpec:
+              objective_kwargs: dict | None = None, runtime: dict | None = None,
+              evaluations: dict[str, dict[str, Any]] | None = None, ablation: str | None = None) -> RunSpec:
     """Resolve one cell: fill in the method's paper defaults and check every name and key."""
     backbone_cfg = _strict(BackboneConfig, {"img_size": image_size, **(backbone or {})}, "backbone")
     common = dict(matrix=matrix, method=method, dataset=dataset, seed=seed, backbone=backbone_cfg,
-                  knn=_strict(KnnConfig, knn, "knn"), evaluations=tuple(evaluations), ablation=ablation,
+                  evaluations=dict(evaluations or {}), ablation=ablation,
                   runtime=_strict(RuntimeConfig, runtime, "runtime"))
     if method in REFERENCES:
         return RunSpec(**common)
@@ -164,6 +159,6 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         backbone=_strict(BackboneConfig, d.get("backbone"), "backbone"),
         budget=_strict(BudgetConfig, d.get("budget"), "budget"), optim=_strict(OptimConfig, d.get("optim"), "optim"),
         view=d.get("view"), objective=d.get("objective"), view_kwargs=d.get("view_kwargs") or {},
-        objective_kwargs=d.get("objective_kwargs") or {}, knn=_strict(KnnConfig, d.get("knn"), "knn"),
-        evaluations=tuple(d.get("evaluations") or ("knn",)), ablation=d.get("ablation"),
+        objective_kwargs=d.get("objective_kwargs") or {}, evaluations=d.get("evaluations") or {},
+        ablation=d.get("ablation"),
         runtime=_strict(RuntimeConfig, d.get("runtime"), "runtime"))

@@ -1,92 +1,82 @@
-"""Evaluation jobs: the same code path for every method and for the reference rows.
+"""Evaluation jobs: the same code path for every method, every evaluation and the reference rows.
 
-The encoder comes from ``SSLMethod.encoder_for_eval()`` (the teacher where there is one) loaded strictly from the
-run's final checkpoint; ``random-init`` is the untrained backbone of the same configuration and seed, read out at
-its CLS token, and ``random-init-patches`` the same backbone read out at its mean-pooled patch tokens (the fair
-reference for methods with that readout, e.g. GTSA); ``raw-pixels`` are the normalised pixels themselves. Images are evaluated at their native size with
-the dataset's normalisation (specs/evaluation-protocols.md §2, "patchbench on CIFAR").
+A cell's evaluations are resolved when its matrix is loaded (:func:`resolve_evaluations`): each named evaluation's
+settings are completed with its defaults, checked, and paired with the dataset it evaluates on (the cell's own unless
+the matrix names another), which must provide what the evaluation needs. :func:`evaluate` runs one of them on a run
+and returns its result record (schema: ``patchbench.reports.schema``): the run's identity, the protocol, the settings,
+readout, grid, chosen values and selection rule, the metrics, the run's cost and provenance.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-import torch
-from torch import Tensor
+from patchbench.datasets import DatasetSource, build_dataset
 
-from patchbench.datasets import ImageSet, build_dataset
-from patchbench.methods import ViTEncoder
-
-from .config import RunSpec
-from .knn import knn_top1
+from .config import ConfigError, RunSpec, _strict, to_dict
+from .evaluations import EVALUATIONS, Evaluation, check_serves
+from .features import EvalInputs
 from .provenance import provenance
 from .store import RunDir
-from .train import build_for_spec, pick_device
+from .train import pick_device
 
-Embed = Callable[[Tensor], Tensor]
-
-
-@torch.no_grad()
-def extract(embed: Embed, data: ImageSet, mean, std, device: torch.device, batch_size: int = 512) -> np.ndarray:
-    """Embeddings of every image of ``data``, in dataset order."""
-    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    images = data.images if data.images is not None else torch.stack([data[i][0] for i in range(len(data))])
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device).float().div_(255)
-        out.append(embed((x - mean_t) / std_t).float().cpu())
-    return torch.cat(out).numpy()
+EVAL_DATASET_KEY = "dataset"  # evaluate on this dataset instead of the cell's
+PRETRAINED_ON_KEY = "pretrained_on"  # run this evaluation only for cells pretrained on these datasets
+COST_KEYS = ("images_per_s", "wall_s", "peak_memory_mb", "device_name")
 
 
-def eval_encoder(spec: RunSpec, run: RunDir, device: torch.device) -> tuple[Embed, str, int]:
-    """(embedding function, readout name, epoch of the weights) for a run."""
-    if spec.method == "raw-pixels":
-        return (lambda x: x.flatten(1)), "pixels", 0
-    if spec.method in ("random-init", "random-init-patches"):
-        torch.manual_seed(spec.seed)
-        backbone = ViTEncoder(spec.backbone).to(device).eval()
-        if spec.method == "random-init-patches":
-            return (lambda x: backbone(x)[:, backbone.num_prefix_tokens:].mean(1)), "mean_patch", 0
-        return (lambda x: backbone(x)[:, 0]), "cls", 0
-    method, _ = build_for_spec(spec, device)
-    checkpoint = torch.load(run.checkpoint, map_location=device, weights_only=False)
-    if checkpoint["epoch"] != spec.budget.epochs:
-        raise RuntimeError(f"checkpoint of run {spec.run_id} is at epoch {checkpoint['epoch']}, "
-                           f"not the last epoch {spec.budget.epochs}: pretraining has not finished")
-    method.load_state_dict(checkpoint["method"])  # strict: every key must match
-    encoder = method.encoder_for_eval()
-    return encoder, encoder.readout, checkpoint["epoch"]
+def build_evaluation(name: str, settings: dict[str, Any], where: str) -> Evaluation:
+    """The registered evaluation ``name`` with ``settings`` (its defaults completed; unknown keys refused)."""
+    cls = EVALUATIONS.get(name)
+    return cls(_strict(cls.settings_class, settings, f"{where}.{name}"))
 
 
-def knn_record(spec: RunSpec, run: RunDir) -> dict[str, Any]:
-    """The k-NN result record of a run (train split as the bank, test split as queries)."""
-    device = pick_device(spec.runtime.device)
-    source = build_dataset(spec.dataset, spec.runtime.data_root)
-    train, test = source.load("train"), source.load("test")
-    embed, readout, epoch = eval_encoder(spec, run, device)
-    train_x = extract(embed, train, source.mean, source.std, device)
-    test_x = extract(embed, test, source.mean, source.std, device)
-    top1 = knn_top1(train_x, train.labels, test_x, test.labels, spec.knn.k, spec.knn.temperature)
-    summary = run.train_summary
-    train_info = json.loads(summary.read_text()) if summary.exists() else {}
-    cost_keys = ("images_per_s", "wall_s", "peak_memory_mb", "device_name")
+def resolve_evaluations(declared: dict[str, Any], cell_dataset: str, sources: dict[str, DatasetSource],
+                        data_root: str | None, where: str) -> dict[str, dict[str, Any]]:
+    """A cell's evaluations, name → fully resolved settings (``dataset`` included), from a matrix's
+    ``fixed.evaluations``. ``sources`` holds the datasets already built (and checked); new ones are added."""
+    resolved = {}
+    for name, values in declared.items():
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{where}.{name} must be a mapping of settings, e.g. {name}: {{}}")
+        values = dict(values or {})
+        only = values.pop(PRETRAINED_ON_KEY, None)
+        if only is not None and not (isinstance(only, list) and all(isinstance(d, str) for d in only)):
+            raise ConfigError(f"{where}.{name}.{PRETRAINED_ON_KEY} must be a list of dataset names, e.g. [shapes]")
+        if only is not None and cell_dataset not in only:
+            continue
+        dataset = values.pop(EVAL_DATASET_KEY, None) or cell_dataset
+        evaluation = build_evaluation(name, values, where)
+        if dataset not in sources:
+            sources[dataset] = build_dataset(dataset, data_root)
+            sources[dataset].check()
+        check_serves(type(evaluation), sources[dataset], where)
+        evaluation.check_dataset(sources[dataset])
+        resolved[name] = {EVAL_DATASET_KEY: dataset, **to_dict(evaluation.settings)}
+    return resolved
+
+
+def evaluate(spec: RunSpec, run: RunDir, name: str) -> dict[str, Any]:
+    """Run evaluation ``name`` of ``spec`` on its run and return the result record."""
+    stored = spec.evaluations[name]
+    settings = {k: v for k, v in stored.items() if k != EVAL_DATASET_KEY}
+    evaluation = build_evaluation(name, settings, "evaluations")
+    dataset = stored[EVAL_DATASET_KEY]
+    inputs = EvalInputs(spec, run, dataset, evaluation.reads, pick_device(spec.runtime.device))
+    result = evaluation.run(inputs)
+    metrics = result.metrics if dataset == spec.dataset else {f"{dataset}/{k}": v for k, v in result.metrics.items()}
+    train_info = json.loads(run.train_summary.read_text()) if run.train_summary.exists() else {}
     return {
         "run_id": spec.run_id, "matrix": spec.matrix, "method": spec.label, "dataset": spec.dataset,
-        "backbone": f"vit-{spec.backbone.size}/{spec.backbone.patch_size}", "seed": spec.seed, "eval": "knn",
-        "eval_protocol": "dino-knn: L2-normalised features, cosine, exp(s/T)-weighted vote; bank = train split, "
-                         "queries = test split, native resolution",
-        "probe_hparams": {"k": list(spec.knn.k), "temperature": spec.knn.temperature, "readout": readout,
-                          "feature_dim": int(train_x.shape[1])},
-        "selection_rule": "none: every k is reported",
-        "epoch": epoch,
-        "metrics": {f"top1_k{k}": acc for k, acc in top1.items()},
+        "backbone": f"vit-{spec.backbone.size}/{spec.backbone.patch_size}", "seed": spec.seed, "eval": name,
+        "eval_protocol": result.protocol,
+        "probe_hparams": {"settings": stored, "readout": inputs.readout, "eval_dataset": dataset,
+                          "resolution": inputs.resolution, **result.probe_hparams},
+        "selection_rule": result.selection_rule,
+        "epoch": inputs.encoder.epoch,
+        "metrics": metrics,
         "collapsed": train_info.get("collapsed"),
-        "cost": {k: train_info.get(k) for k in cost_keys},
+        "cost": {k: train_info.get(k) for k in COST_KEYS},
         "provenance": provenance(),
     }
-
-
-EVALUATIONS: dict[str, Callable[[RunSpec, RunDir], dict[str, Any]]] = {"knn": knn_record}

@@ -2,7 +2,8 @@
 
 Declared axes are the method (with its section of per-method settings), the dataset (which sets the image size),
 the seed and the named ablations (each only on the keys it overrides). Everything else a run's result depends on
-(backbone, pretraining budget, evaluation settings) must be identical. Run at expansion, and again when ``report``
+(backbone, pretraining budget, evaluation settings) must be identical; an evaluation that only some cells have (one
+restricted to some datasets) is compared among those that have it. Run at expansion, and again when ``report``
 collects runs, where stale runs from an earlier version of the matrix would otherwise share the table.
 """
 
@@ -20,8 +21,10 @@ from .config import ConfigError, RunSpec, to_dict
 def held_fixed(spec: RunSpec, ablations: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The settings of ``spec`` that must match across a table (flattened to dotted keys)."""
     d = to_dict(spec)
+    evaluations = {name: {k: v for k, v in settings.items() if not (k == "dataset" and v == spec.dataset)}
+                   for name, settings in d["evaluations"].items()}  # the cell's own dataset is a declared axis
     fixed = {"matrix": d["matrix"], "backbone": {k: v for k, v in d["backbone"].items() if k != "img_size"},
-             "knn": d["knn"]}
+             "evaluations": evaluations}
     if not spec.is_reference:
         fixed["budget"] = d["budget"]
     overridden = set(ablations.get(spec.ablation) or {}) if spec.ablation is not None else set()

@@ -26,7 +26,7 @@ import submitit
 import torch
 
 from . import ddp
-from .evaluate import EVALUATIONS
+from .evaluate import evaluate
 from .provenance import provenance
 from .store import RunDir
 from .train import Diverged, Preempted, pretrain
@@ -126,7 +126,7 @@ def eval_job(run_path: str, evaluation: str, attempt: int) -> str:
     run.set_stage_state(evaluation, "running", attempt, **context)
     started = time.time()
     try:
-        record = EVALUATIONS[evaluation](spec, run)
+        record = evaluate(spec, run, evaluation)
         record["provenance"]["jobs"] = {stage: subs[-1]["job_id"] for stage, subs in run.submissions().items()}
         record["provenance"]["gpu"] = context["gpu"]
         run.write_record(record)

@@ -6,7 +6,10 @@ fixed:                       # held fixed across every cell
   dataset: shapes            # or vary.datasets (a key may not be both fixed and varied)
   backbone: {size: nano, patch_size: 4}
   budget: {epochs: 30, batch_size: 128}
-  evaluations: {knn: {k: [10, 20], temperature: 0.07}}
+  evaluations:               # registered evaluations (patchbench evaluations) and their settings
+    knn: {k: [10, 20], temperature: 0.07}
+    linear: {}
+    dense: {pretrained_on: [shapes]}   # only for cells of these datasets; `dataset: voc2012` evaluates elsewhere
 vary:                        # the declared axes: cells differ only on these
   methods: [dino]            # registered methods
   references: [random-init, raw-pixels]   # evaluation-only rows
@@ -40,7 +43,8 @@ from patchbench.methods import METHODS, OBJECTIVES, VIEWS, did_you_mean, resolve
 from patchbench.methods.build import MethodChoice
 
 from .config import REFERENCES, ConfigError, RunSpec, make_spec
-from .evaluate import EVALUATIONS
+from .evaluations import EVALUATIONS
+from .evaluate import resolve_evaluations
 from .fairness import check_fair
 from .resources import SLURM_KEYS, SlurmResources, eval_resources, resources
 
@@ -83,7 +87,8 @@ def check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
         raise ConfigError(f"{where} must be a mapping, got {type(d).__name__}")
     for key in d:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, allowed)} Valid keys: {', '.join(allowed)}")
+            raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, allowed)} "
+                              f"Valid keys: {', '.join(allowed)}")
     return d
 
 
@@ -126,7 +131,8 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
         METHODS.get(method)  # unknown names fail here, with a did-you-mean
     for ref in references:
         if ref not in REFERENCES:
-            raise ConfigError(f"{path}: unknown reference '{ref}'.{did_you_mean(ref, REFERENCES)} References are {', '.join(REFERENCES)}")
+            raise ConfigError(f"{path}: unknown reference '{ref}'.{did_you_mean(ref, REFERENCES)} "
+                              f"References are {', '.join(REFERENCES)}")
     if not methods and not references:
         raise ConfigError(f"{path}: vary.methods (or vary.references) lists nothing to run")
     if not datasets:
@@ -140,7 +146,11 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
     for m in methods:
         check_keys(per_method.get(m), METHOD_KEYS, f"{path}: methods.{m}")
 
-    evaluations = check_keys(fixed.get("evaluations") or {"knn": {}}, tuple(EVALUATIONS), f"{path}: fixed.evaluations")
+    evaluations = fixed.get("evaluations") or {"knn": {}}
+    if not isinstance(evaluations, dict):
+        raise ConfigError(f"{path}: fixed.evaluations must map evaluation names to settings, e.g. {{knn: {{}}}}")
+    for evaluation in evaluations:
+        EVALUATIONS.get(evaluation)  # unknown names fail here, with a did-you-mean
     slurm = check_keys(raw.get("slurm"), SLURM_KEYS + ("eval",), f"{path}: slurm")
     base_resources = {k: v for k, v in slurm.items() if k != "eval"}
     eval_override = check_keys(slurm.get("eval"), SLURM_KEYS, f"{path}: slurm.eval")
@@ -154,6 +164,8 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
     cells = []
     for dataset in datasets:
         source = sources[dataset]
+        cell_evaluations = resolve_evaluations(evaluations, dataset, sources, runtime.get("data_root"),
+                                               f"{path}: fixed.evaluations")
         for method in methods + references:
             settings = per_method.get(method) or {}
             pretrain = resources(base_resources, settings.get("slurm"), f"{path}: slurm of {method}")
@@ -166,10 +178,10 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
                 for seed in seeds:
                     spec = make_spec(
                         matrix=name, method=method, dataset=dataset, seed=int(seed), image_size=source.image_size,
-                        backbone=cell["backbone"], budget=cell["budget"], knn=evaluations.get("knn"),
+                        backbone=cell["backbone"], budget=cell["budget"],
                         optim=cell.get("optim"), view=cell.get("view"), objective=cell.get("objective"),
                         view_kwargs=cell.get("view_kwargs"), objective_kwargs=cell.get("objective_kwargs"),
-                        runtime=runtime, evaluations=tuple(evaluations), ablation=ablation)
+                        runtime=runtime, evaluations=cell_evaluations, ablation=ablation)
                     cells.append(Cell(spec, pretrain, evaluate))
     declared = {a: dict(o or {}) for a, o in ablations.items()}
     check_fair([c.spec for c in cells], declared)

@@ -39,9 +39,10 @@ def stages(spec: RunSpec) -> list[str]:
     return ([] if spec.is_reference else ["pretrain"]) + list(spec.evaluations)
 
 
-def stage_status(run: RunDir, stage: str, write: bool = True) -> dict:
+def stage_status(run: RunDir, stage: str, write: bool = True, settings: dict | None = None) -> dict:
     """A stage's status, corrected from SLURM's accounting for a job that ended without saying so (killed, out of
-    memory, cancelled, or an evaluation cancelled because its pretraining failed)."""
+    memory, cancelled, or an evaluation cancelled because its pretraining failed). An evaluation whose record is
+    gone, or was written with other ``settings`` than the matrix now asks for, is ``planned`` again."""
     status = run.stage_status(stage)
     if status["state"] in ACTIVE and status.get("executor") == "slurm":
         job = submitit.SlurmJob(folder=status["folder"], job_id=status["job_id"])
@@ -52,8 +53,8 @@ def stage_status(run: RunDir, stage: str, write: bool = True) -> dict:
                 run.set_stage_state(stage, "failed", status["attempt"], reason=failed["reason"],
                                     message=failed["message"], job_id=status["job_id"])
             status = {**status, **failed}
-    if stage != "pretrain" and status["state"] == "done" and not run.has_record(stage):
-        status = {**status, "state": "planned"}  # the record is gone: evaluate again
+    if stage != "pretrain" and status["state"] == "done" and not run.has_record(stage, settings):
+        status = {**status, "state": "planned"}  # the record is gone or stale: evaluate again
     return status
 
 
@@ -93,7 +94,7 @@ def plan(matrix: Matrix, root: Path, which: str = "missing", write: bool = True)
     result, statuses = Plan(), {}
     for cell in matrix.cells:
         run = run_dir(root, cell.spec)
-        st = {stage: stage_status(run, stage, write) for stage in stages(cell.spec)}
+        st = {stage: stage_status(run, stage, write, cell.spec.evaluations.get(stage)) for stage in stages(cell.spec)}
         statuses[cell.spec.run_id] = st
 
         def wanted(status: dict) -> bool:

@@ -141,8 +141,18 @@ class RunDir:
         atomic_write_json(path, record)
         return path
 
-    def has_record(self, eval_name: str) -> bool:
-        return (self.results / f"{eval_name}.json").exists()
+    def has_record(self, eval_name: str, settings: dict[str, Any] | None = None) -> bool:
+        """Whether the evaluation's record exists (and, given ``settings``, was written with those settings)."""
+        path = self.results / f"{eval_name}.json"
+        if not path.exists():
+            return False
+        if settings is None:
+            return True
+        try:
+            written = json.loads(path.read_text())["probe_hparams"]["settings"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return written == json.loads(json.dumps(settings))
 
 
 def run_dir(results_root: str | Path, spec: RunSpec) -> RunDir:

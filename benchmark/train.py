@@ -271,7 +271,7 @@ def summarise(run: RunDir, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
     last = [r for r in rows if r["epoch"] == epochs - 1]
     keys = [k for k in last[0] if k not in ("step", "epoch")] if last else []
     final = {k: float(np.mean([r[k] for r in last])) for k in keys}
-    collapsed = bool(final["kl"] < COLLAPSE_KL) if "kl" in final else None
+    collapsed = bool(final["kl"] < COLLAPSE_KL) if "kl" in final else NOT_MEASURED
     return {"epochs": epochs, "steps": epochs * steps_per_epoch, "final": final, "collapsed": collapsed}
 
 

@@ -3,12 +3,17 @@
 A source yields ``ImageSet`` splits of fixed-size uint8 RGB images, so that a view strategy can crop a whole batch
 at once on the training device. Embedded sources need no files; on-disk sources read a real on-disk format under a
 data root and fail with :class:`DatasetFilesMissing` (naming the expected layout) when the files are absent.
+
+What a source can serve an evaluation is declared in ``provides``: ``labels`` (one class per image) and ``masks``
+(one class per pixel, described by ``segmentation``). An evaluation declares what it needs; a matrix that pairs an
+evaluation with a dataset that cannot serve it is refused when it is loaded.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Literal
 
@@ -34,21 +39,40 @@ class DatasetFilesMissing(DatasetError):
     """The files of an on-disk dataset are not where they are expected."""
 
 
-class ImageSet(Dataset):
-    """One split: uint8 images of shape (3, S, S) and integer labels.
+NO_LABEL = -1  # the label of every image of a source without image labels (segmentation-only sets)
 
-    ``images`` holds the whole split in memory when it fits (embedded sets, CIFAR); on-disk folders load lazily
-    through ``__getitem__`` and leave ``images`` as None.
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The per-pixel masks of a source: class ids 0 .. num_classes - 1, ``ignore_index`` for unlabelled pixels."""
+
+    classes: tuple[str, ...]
+    ignore_index: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class ImageSet(Dataset):
+    """One split: uint8 images of shape (3, S, S), integer labels and, for sources with masks, uint8 (S, S) masks.
+
+    ``images`` (and ``masks``) hold the whole split in memory when it fits (embedded sets, CIFAR); on-disk sets load
+    lazily through ``__getitem__`` (and :meth:`mask`) and leave them as None.
     """
 
     def __init__(self, labels: np.ndarray, images: torch.Tensor | None = None,
-                 loader: Callable[[int], torch.Tensor] | None = None, masks: torch.Tensor | None = None):
+                 loader: Callable[[int], torch.Tensor] | None = None, masks: torch.Tensor | None = None,
+                 mask_loader: Callable[[int], torch.Tensor] | None = None):
         if (images is None) == (loader is None):
             raise ValueError("give exactly one of images or loader")
+        if masks is not None and mask_loader is not None:
+            raise ValueError("give at most one of masks or mask_loader")
         self.labels = np.asarray(labels, dtype=np.int64)
         self.images = images
         self.masks = masks
         self._loader = loader
+        self._mask_loader = mask_loader
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,6 +80,18 @@ class ImageSet(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index] if self.images is not None else self._loader(index)
         return image, int(self.labels[index])
+
+    @property
+    def has_masks(self) -> bool:
+        return self.masks is not None or self._mask_loader is not None
+
+    def mask(self, index: int) -> torch.Tensor:
+        """The uint8 (S, S) class mask of image ``index``."""
+        if self.masks is not None:
+            return self.masks[index]
+        if self._mask_loader is None:
+            raise ValueError("this split has no masks")
+        return self._mask_loader(index)
 
 
 class DatasetSource(ABC):
@@ -69,6 +105,8 @@ class DatasetSource(ABC):
     embedded: ClassVar[bool]
     description: ClassVar[str]
     layout: ClassVar[str] = ""  # the expected on-disk layout, shown when files are missing
+    provides: ClassVar[frozenset[str]] = frozenset({"labels"})  # what evaluations can read: labels, masks
+    segmentation: ClassVar[Segmentation | None] = None  # set by sources that provide masks
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_data_root()

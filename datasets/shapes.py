@@ -20,7 +20,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from .base import DatasetSource, ImageSet, Split, register_dataset
+from .base import DatasetSource, ImageSet, Segmentation, Split, register_dataset
 
 CLASSES = ("disc", "square", "triangle", "cross", "ring", "star")
 SIZE = 32
@@ -278,6 +278,8 @@ class ShapesSource(DatasetSource):
     std: ClassVar[tuple[float, float, float]] = (0.2700, 0.2710, 0.2692)
     embedded: ClassVar[bool] = True
     description: ClassVar[str] = "class of the largest of 2-4 shapes on textures, 6 classes, 32 px, masks (embedded)"
+    provides: ClassVar[frozenset[str]] = frozenset({"labels", "masks"})
+    segmentation: ClassVar[Segmentation] = Segmentation(("background", *CLASSES))  # mask value c + 1: class c
 
     def load(self, split: Split) -> ImageSet:
         images, masks, labels = _split(split)

@@ -90,3 +90,10 @@ class ViTEncoder(nn.Module):
         x = self.vit.norm_pre(self.vit.patch_drop(x))
         x = self.vit.blocks(x)
         return self.vit.norm(x)
+
+    def patch_tokens(self, images: Tensor) -> Tensor:
+        """The last-layer patch tokens of ``images`` (B, 3, H, W) as a map (B, H / p, W / p, D), after the final
+        norm where the backbone has one (DINO's ``get_intermediate_layers(x, n=1)`` without its prefix tokens)."""
+        tokens = self(images)[:, self.num_prefix_tokens:]
+        return tokens.reshape(len(images), images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size,
+                              tokens.shape[-1])

@@ -140,6 +140,11 @@ class Objective(nn.Module, ABC):
         """The width of :meth:`embed`'s output."""
         return backbone.embed_dim
 
+    def embed_patches(self, backbone: ViTEncoder, heads: nn.Module | None, images: Tensor) -> Tensor:
+        """The evaluation patch-token map (B, h, w, D) of normalised images; default: the backbone's last-layer
+        patch tokens (after the final norm where the backbone has one). Read by the dense evaluations."""
+        return backbone.patch_tokens(images)
+
     @classmethod
     def check_views(cls, view: ViewStrategy) -> None:
         """Refuse a view strategy that lacks what this objective needs, naming what is missing."""
@@ -158,7 +163,8 @@ class Objective(nn.Module, ABC):
 
 
 class EvalEncoder(nn.Module):
-    """What evaluations see: normalised images → embeddings (B, dim), in eval mode, without gradients."""
+    """What evaluations see: normalised images → the global embedding (B, dim) (``forward``) or the patch-token map
+    (B, h, w, D) (:meth:`patches`), in eval mode, without gradients."""
 
     def __init__(self, objective: Objective, backbone: ViTEncoder, heads: nn.Module | None):
         super().__init__()
@@ -171,6 +177,10 @@ class EvalEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         return self.objective.embed(self.backbone, self.heads, images)
+
+    @torch.no_grad()
+    def patches(self, images: Tensor) -> Tensor:
+        return self.objective.embed_patches(self.backbone, self.heads, images)
 
 
 class SSLMethod(nn.Module):

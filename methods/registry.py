@@ -1,8 +1,9 @@
 """Registries for view strategies, objectives and named methods, and the plugin entry point.
 
-Everything registers by decorator; a duplicate name is an error. Third-party packages plug in through the
-entry-point group ``patchbench.methods``: each entry point names a module (or an object inside one) whose import
-registers its views, objectives and methods.
+Everything registers by decorator; a duplicate name is an error. Third-party packages plug in through entry-point
+groups: each entry point names a module (or an object inside one) whose import registers its pieces. Method plugins
+use ``patchbench.methods`` (views, objectives, methods); evaluation plugins use ``patchbench.evaluations``, read by
+the evaluation registry of ``patchbench.benchmark.evaluations``, which is built on the same :class:`Registry`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class RegistryError(ValueError):
 class Registry(Generic[T]):
     """A name → object map with decorator registration, duplicate checks and did-you-mean lookups."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plugin_group: str = ENTRY_POINT_GROUP):
         self.kind = kind
+        self.plugin_group = plugin_group
         self._items: dict[str, T] = {}
         self._origin: dict[str, str] = {}
 
@@ -50,17 +52,18 @@ class Registry(Generic[T]):
         self._origin[name] = getattr(obj, "__module__", None) or type(obj).__module__
 
     def get(self, name: str) -> T:
-        load_plugins()
+        load_plugins(self.plugin_group)
         if name not in self._items:
-            raise RegistryError(f"unknown {self.kind} '{name}'.{did_you_mean(name, self._items)} Known: {', '.join(sorted(self._items))}")
+            raise RegistryError(f"unknown {self.kind} '{name}'.{did_you_mean(name, self._items)} "
+                                f"Known: {', '.join(sorted(self._items))}")
         return self._items[name]
 
     def names(self) -> list[str]:
-        load_plugins()
+        load_plugins(self.plugin_group)
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        load_plugins()
+        load_plugins(self.plugin_group)
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
@@ -99,14 +102,13 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-_plugins_loaded = False
+_loaded_groups: set[str] = set()
 
 
-def load_plugins() -> None:
-    """Import every ``patchbench.methods`` entry point once, so that plugins register themselves."""
-    global _plugins_loaded
-    if _plugins_loaded:
+def load_plugins(group: str = ENTRY_POINT_GROUP) -> None:
+    """Import every entry point of ``group`` once, so that plugins register themselves."""
+    if group in _loaded_groups:
         return
-    _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    _loaded_groups.add(group)
+    for ep in entry_points(group=group):
         ep.load()

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from patchbench.benchmark.knn import knn_top1
+from patchbench.benchmark.evaluations.knn import knn_top1
 
 
 def test_weighted_vote_by_hand():
