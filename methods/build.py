@@ -42,7 +42,8 @@ def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: set[str
     params = {n: p for n, p in _keyword_parameters(cls).items() if n not in skip}
     for key in kwargs:
         if key not in params:
-            raise RegistryError(f"{what} has no setting '{key}'.{did_you_mean(key, params)} Settings: {', '.join(params)}")
+            raise RegistryError(f"{what} has no setting '{key}'.{did_you_mean(key, params)} "
+                                f"Settings: {', '.join(params)}")
     return {name: kwargs.get(name, p.default) for name, p in params.items()}
 
 

@@ -10,10 +10,10 @@ loss matches tokens by nearest neighbour in feature space both ways and keeps th
 from its mean-pooled backbone patch tokens (``rot_predict``). Loss: crop + pc_coef·pc + 0.5·rotation, with pc_coef
 0.5 once ``epoch > pc_after_epoch`` (``engine_pretrain.py``, 0-based epochs as there).
 
-Port to patchbench (docs/methods.md, GTSA, Deviations): boxes are divided by the backbone's patch size, not 16; "global student" is
-a property of the view, not ``h·w > 100``; RoI output sizes (6, 3) for 8×8 / 4×4 maps keep upstream's (10, 4) on
-14 / 6 ratio; the projector and rotation-head widths scale with ``embed_dim`` (384 → 384 / 768 at ViT-S). The
-trainer EMA-updates the teacher after the optimiser step rather than inside the forward (same
+Port to patchbench (docs/methods.md, GTSA, Deviations): boxes are divided by the backbone's patch size, not 16;
+"global student" is a property of the view, not ``h·w > 100``; RoI output sizes (6, 3) for 8×8 / 4×4 maps keep
+upstream's (10, 4) on 14 / 6 ratio; the projector and rotation-head widths scale with ``embed_dim`` (384 → 384 / 768
+at ViT-S). The trainer EMA-updates the teacher after the optimiser step rather than inside the forward (same
 weights, momentum indexed one step earlier). All pairs are batched into 4 ``roi_align`` calls; the NN selection
 keeps the cosine of each kept match, which equals upstream's gather-then-cosine.
 """

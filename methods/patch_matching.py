@@ -1,8 +1,8 @@
 """Geometric patch matching of Patch-Wise SSL, vectorised over samples and view pairs.
 
-Follows ``augment.py::correspondences`` of alijavidani/Local_Global_Representation_Learning (docs/methods.md,
-Patch-Wise SSL): the intersection of the two crop boxes is snapped onto each view's patch grid by rounding (half-to-even, as
-Python's ``round``), the column range of a flipped view is mirrored, and the finer grid is decimated to the
+Follows ``augment.py::correspondences`` of alijavidani/Local_Global_Representation_Learning (docs/methods.md, Patch-
+Wise SSL): the intersection of the two crop boxes is snapped onto each view's patch grid by rounding (half-to-even,
+as Python's ``round``), the column range of a flipped view is mirrored, and the finer grid is decimated to the
 coarser one per axis with ``floor(linspace)``. The result is a 1-to-1 list of token pairs, CLS↔CLS first.
 
 Here every quantity is a tensor over N (sample, pair) rows, computed in float64 for exact ties, with no host

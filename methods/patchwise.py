@@ -1,8 +1,8 @@
 """Patch-Wise SSL (Javidani et al., arXiv 2310.18651): DINO plus a loss between geometrically matched patches.
 
 Follows ``patch_wise_dino.py::DINOLoss`` of alijavidani/Local_Global_Representation_Learning (docs/methods.md,
-Patch-Wise SSL): one DINO head shared by CLS and patch tokens; for every (teacher global v, student view u ≠ v) pair the
-cross-entropy between the centred, sharpened teacher distribution and the student's, over the CLS pair and the
+Patch-Wise SSL): one DINO head shared by CLS and patch tokens; for every (teacher global v, student view u ≠ v) pair
+the cross-entropy between the centred, sharpened teacher distribution and the student's, over the CLS pair and the
 patch pairs of the geometric matching (methods/patch_matching.py); the centre has one row per token position of a
 global view and follows DINO's EMA. Temperatures, teacher-temperature warm-up and the frozen last layer as DINO.
 

@@ -165,7 +165,7 @@ class PatchWiseViews(MultiCropViews):
     def __init__(self, *, patch_augmentation: bool = True, small_patch_blur: str = "replicate", **kwargs):
         super().__init__(**kwargs)
         self.patch_augmentation = patch_augmentation
-        self.small_patch_blur = small_patch_blur  # patches < 3 px: the 1×5 blur's padding (methods/patch_photometric.py)
+        self.small_patch_blur = small_patch_blur  # patches < 3 px: the 1×5 blur's padding (patch_photometric.py)
 
     def finish_views(self, views: list[Tensor], generator: torch.Generator) -> list[Tensor]:
         """Every view gets its own per-patch draws; one batched call per run of equal-size views. Drawn after

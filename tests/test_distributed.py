@@ -2,7 +2,8 @@
 
 The design (benchmark/ddp.py) makes this exact up to floating-point summation order: both ranks draw the views of
 the whole batch and keep half of the samples each, DDP averages the gradients and the centre updates (DINO's, and
-Patch-Wise's per-position centre) are all-reduced. Without either, rank 0 would train on half of each batch and its weights would differ at the 1e-2 level.
+Patch-Wise's per-position centre) are all-reduced. Without either, rank 0 would train on half of each batch and its
+weights would differ at the 1e-2 level.
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ def test_overlap_sampler_keeps_the_candidates_upstream_accepts(monkeypatch, seed
     top, left, height, width = boxes[0].unbind(-1)
     assert not fallback.any()
     assert len(drawn) > 6  # candidates were rejected
-    torch.testing.assert_close(torch.stack([left, top, left + width, top + height], -1).float(), expected, rtol=0, atol=0)
+    ours = torch.stack([left, top, left + width, top + height], -1).float()
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("seed", range(6))
