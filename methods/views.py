@@ -3,7 +3,9 @@
 ``multicrop`` is DINO's multi-crop (``main_dino.py::DataAugmentationDINO``): two global and N local
 RandomResizedCrops with horizontal flips and DINO's photometric augmentations, run batched on the training device
 with per-sample parameters, and the crop box and flip of every view recorded. ``patchwise`` adds Patch-Wise SSL's
-per-patch photometric augmentation after them (``image_to_patches.py::PatchAugmentation``).
+per-patch photometric augmentation after them (``image_to_patches.py::PatchAugmentation``). ``CropPipeline`` is
+the crop → photometric → normalise loop that these, ``masked_multicrop``, ``gtsa`` and ``aps`` share, with hooks
+for what each adds.
 """
 
 from __future__ import annotations
