@@ -208,7 +208,7 @@ class EvalInputs:
         def fill(array: np.ndarray) -> None:
             start = 0
             bar = tqdm(batches, total=n_batches, desc=f"{self.readout} features of {self.source.name}/{split}",
-                       file=sys.stderr, mininterval=5.0, disable=None)
+                       file=sys.stderr, mininterval=5.0)
             for images in bar:
                 out = self.embed(self.normalise(images)).cpu().numpy()
                 array[start:start + len(out)] = out
@@ -231,7 +231,7 @@ class EvalInputs:
                 start = 0
                 loader = DataLoader(_Masks(data), batch_size=EXTRACT_BATCH, num_workers=self.spec.runtime.num_workers)
                 for batch in tqdm(loader, desc=f"masks of {self.source.name}/{split}", file=sys.stderr,
-                                  mininterval=5.0, disable=None):
+                                  mininterval=5.0):
                     array[start:start + len(batch)] = batch.numpy()
                     start += len(batch)
             _atomic_memmap(path, (len(data), self.resolution, self.resolution), np.uint8, fill)

@@ -127,3 +127,5 @@ def test_eval_embedding_shape(name, images):
     assert not out.requires_grad
     torch.testing.assert_close(encoder(x[:1]), out[:1], rtol=1e-5, atol=1e-5)  # one image: its own embedding
     assert not torch.allclose(out[0], out[1])  # different images, different embeddings
+    patches = encoder.patches(x)  # the dense evaluations' readout: one token per 4 px patch of the 32 px image
+    assert patches.shape[:3] == (BATCH, 8, 8) and torch.isfinite(patches).all() and not patches.requires_grad

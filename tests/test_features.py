@@ -12,6 +12,7 @@ from patchbench.benchmark.features import EvalInputs
 from patchbench.benchmark.store import atomic_torch_save, run_dir
 from patchbench.benchmark.train import build_for_spec
 
+
 CPU = torch.device("cpu")
 
 
@@ -83,3 +84,47 @@ def test_an_unfinished_checkpoint_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="at epoch 0, not the last epoch 1: pretraining has not finished"):
         EvalInputs(spec, run, "digits", "global", CPU).features("test")
     assert not (run.path / "features").exists()
+
+
+def test_on_disk_sets_stream_through_dataloader_workers(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = tmp_path / "data" / "folder" / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                pixels = np.random.default_rng([i, ord(label)]).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    results = {}
+    for workers in (0, 2):
+        spec = make_spec(matrix="cache", method="random-init", dataset="folder", seed=0, image_size=64,
+                         backbone={"size": "pico", "patch_size": 8},
+                         runtime={"data_root": str(tmp_path / "data"), "num_workers": workers})
+        inputs = EvalInputs(spec, run_dir(tmp_path / f"out{workers}", spec), "folder", "patches", CPU)
+        assert inputs.split("train").images is None  # loaded lazily, image by image
+        results[workers] = np.array(inputs.features("train"))
+    assert results[0].shape == (6, 8, 8, 32)
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+@pytest.mark.slow
+def test_dense_on_voc_reads_cached_masks_and_ignores_the_border(tmp_path):
+    from patchbench.benchmark.evaluate import evaluate, resolve_evaluations
+    from test_segmentation_datasets import write_voc
+
+    write_voc(tmp_path / "data")
+    evaluations = resolve_evaluations({"dense": {"epochs": 1, "lrs": [1.0], "val_fraction": 0.5}}, "voc2012", {},
+                                      str(tmp_path / "data"), "test")
+    spec = make_spec(matrix="voc", method="raw-pixels", dataset="voc2012", seed=0, image_size=448,
+                     backbone={"size": "pico", "patch_size": 16}, evaluations=evaluations,
+                     runtime={"data_root": str(tmp_path / "data")})
+    run = run_dir(tmp_path / "out", spec)
+    record = evaluate(spec, run, "dense")
+    hparams = record["probe_hparams"]
+    assert (hparams["resolution"], hparams["classes"], hparams["ignore_index"]) == (448, 21, 255)
+    assert hparams["readout"] == "pixel_patches" and "ignoring label 255" in record["eval_protocol"]
+    assert set(record["metrics"]) == {"miou", "pixel_acc"}
+    masks = sorted(p.name for p in (tmp_path / "out" / "cache").iterdir())
+    assert masks == ["masks-voc2012-test-448px-1.npy", "masks-voc2012-train-448px-2.npy"]
+    assert np.load(tmp_path / "out" / "cache" / masks[1]).max() == 255

@@ -176,3 +176,41 @@ def test_dense_selection_never_reads_the_test_split():
     assert other.probe_hparams["chosen"] == clean.probe_hparams["chosen"]
     assert other.probe_hparams["val_miou"] == clean.probe_hparams["val_miou"]
     assert other.metrics["pixel_acc"] < 0.05 < clean.metrics["pixel_acc"]
+
+
+@pytest.mark.slow
+def test_augmented_linear_probe_trains_on_crops_through_the_encoder(tmp_path):
+    """DINO's full protocol: every epoch, a random-resized crop and flip of each training image goes through the
+    frozen encoder; selection and test read the un-augmented cached features."""
+    from patchbench.benchmark.config import make_spec
+    from patchbench.benchmark.evaluate import evaluate, resolve_evaluations
+    from patchbench.benchmark.store import run_dir
+
+    settings = {"augment": True, "epochs": 2, "lrs": [1.0], "weight_decays": [0.0]}
+    records = []
+    for augment in (True, False):
+        evaluations = resolve_evaluations({"linear": {**settings, "augment": augment}}, "digits", {}, None, "t")
+        spec = make_spec(matrix="aug", method="random-init", dataset="digits", seed=0, image_size=32,
+                         backbone={"size": "pico", "patch_size": 4}, evaluations=evaluations)
+        run = run_dir(tmp_path / str(augment), spec)
+        calls = []
+        import patchbench.benchmark.features as features
+
+        original = features.EvalInputs.embed
+
+        def counting_embed(self, images, original=original):
+            calls.append(tuple(images.shape))
+            return original(self, images)
+
+        features.EvalInputs.embed = counting_embed
+        try:
+            records.append(evaluate(spec, run, "linear"))
+        finally:
+            features.EvalInputs.embed = original
+        if augment:
+            # crops at the native 32 px in batches of 256, 2 epochs each: the selection trains on the 1212 images
+            # left after holding out 135 (4 × 256 + 188), the final probe on all 1347 (5 × 256 + 67); the cached
+            # extraction reads batches of 128
+            assert calls.count((256, 3, 32, 32)) == 2 * 4 + 2 * 5 and calls.count((188, 3, 32, 32)) == 2
+            assert "random-resized-crop + flip each epoch" in records[-1]["eval_protocol"]
+    assert records[0]["metrics"] != records[1]["metrics"]

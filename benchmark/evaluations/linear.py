@@ -130,7 +130,8 @@ class LinearProbe(Evaluation):
             flips = torch.rand(len(chosen), generator=generator) < 0.5
             crops = resized_crop(images, boxes, flips, images.shape[-1])
             with torch.no_grad():
-                yield inputs.embed(inputs.normalise(crops)), torch.from_numpy(data.labels[chosen])
+                features = inputs.embed(inputs.normalise(crops))
+            yield features, torch.from_numpy(data.labels[chosen])  # yielded outside no_grad: the probe trains on it
 
     @staticmethod
     @torch.no_grad()
