@@ -9,13 +9,12 @@ does not pretrain them again), and the ablation's name (a label; its overrides a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from patchbench.methods import METHODS, BackboneConfig, MethodChoice, resolve_choice
+from patchbench.methods import METHODS, BackboneConfig, MethodChoice, did_you_mean, resolve_choice
 from patchbench.methods.typecheck import SettingError, check_setting, dataclass_annotations, ranged
 
 # Evaluation-only rows computed with the shared evaluation code: the untrained backbone read at its CLS token, or
@@ -129,9 +128,8 @@ def _strict(cls: type, values: Any, where: str) -> Any:
     names = [f.name for f in fields(cls)]
     for key in values:
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: unknown key '{key}'.{hint} Valid keys: {', '.join(names)}")
+            raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, names)} "
+                              f"Valid keys: {', '.join(names)}")
     annotations = dataclass_annotations(cls)
     for f in fields(cls):
         if f.name in values:

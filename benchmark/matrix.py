@@ -33,7 +33,6 @@ for fairness (:mod:`.fairness`), before anything runs; the message names the pro
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 import yaml
 
 from patchbench.datasets import DatasetSource, build_dataset
-from patchbench.methods import METHODS, OBJECTIVES, VIEWS, BackboneConfig, resolve_choice
+from patchbench.methods import METHODS, OBJECTIVES, VIEWS, BackboneConfig, did_you_mean, resolve_choice
 from patchbench.methods.build import MethodChoice
 from patchbench.reports.layout import LayoutError, layout_to_dict, parse_layout
 
@@ -96,9 +95,8 @@ def check_keys(d: Any, allowed: tuple[str, ...], where: str) -> dict:
         raise ConfigError(f"{where} must be a mapping, got {type(d).__name__}")
     for key in d:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: unknown key '{key}'.{hint} Valid keys: {', '.join(allowed)}")
+            raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, allowed)} "
+                              f"Valid keys: {', '.join(allowed)}")
     return d
 
 
@@ -148,9 +146,8 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
         METHODS.get(method)  # unknown names fail here, with a did-you-mean
     for ref in references:
         if ref not in REFERENCES:
-            close = difflib.get_close_matches(str(ref), REFERENCES, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{path}: unknown reference '{ref}'.{hint} References are {', '.join(REFERENCES)}")
+            raise ConfigError(f"{path}: unknown reference '{ref}'.{did_you_mean(ref, REFERENCES)} "
+                              f"References are {', '.join(REFERENCES)}")
     if not methods and not references:
         raise ConfigError(f"{path}: vary.methods (or vary.references) lists nothing to run")
     if not datasets:

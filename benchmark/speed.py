@@ -11,9 +11,9 @@ dataset; a preset runs paper defaults on synthetic images (``vit-s16``: ViT-S/16
 whose logs record 0.217 s/iteration). It reports the median step time, images/s, the ratio to DINO, and the share of
 the step spent in Patch-Wise's matching (``match_patches``) and per-patch augmentation (``patch_photometric``).
 
-``patch-aug``: the batched per-patch photometric augmentation (methods/patch_photometric.py, specs/patchwise.md
-§3.1) against the per-cell torchvision loop kept as its test reference (tests/patch_photometric_reference.py), on
-the same images and drawn parameters. It needs a source checkout for that reference. Both run in this process on
+``patch-aug``: the batched per-patch photometric augmentation (methods/patch_photometric.py, docs/methods.md
+"Patch-Wise SSL") against the per-cell torchvision loop that is also its test reference
+(benchmark/patch_photometric_reference.py), on the same images and drawn parameters. Both run in this process on
 ``--threads`` intra-op threads (1 by default: the loop's tiny ops only lose from more), timed in alternating rounds;
 wall and process-CPU times are the minimum over runs, and the CPU-time ratio is the steadier figure on a shared
 machine.
@@ -24,11 +24,8 @@ A subcommand is a ``(name, add_arguments, run)`` entry in ``SUBCOMMANDS``; ``run
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Callable
 
 import torch
@@ -42,20 +39,7 @@ from patchbench.methods import patchwise as patchwise_module
 from patchbench.methods import views as views_module
 from patchbench.methods.patch_photometric import apply_patch_photometric, sample_patch_photometric
 
-CHECKOUT = Path(__file__).resolve().parents[1]
-
-
-def load_test_module(name: str) -> ModuleType:
-    """A module from the checkout's tests/ folder, by path (tests/ is not part of the installed package)."""
-    path = CHECKOUT / "tests" / f"{name}.py"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found: this benchmark compares against a reference kept in the repository's "
-                         "tests/ folder, so run it from a source checkout (git clone …; pip install -e .)")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from .patch_photometric_reference import reference_patch_photometric
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> dict:
     """Minimum wall and process-CPU seconds of ``fn`` over ``repeats`` runs (device work included)."""
@@ -94,7 +78,6 @@ def patch_aug_arguments(p: argparse.ArgumentParser) -> None:
 
 def patch_aug(a: argparse.Namespace) -> dict:
     """Batched per-patch augmentation against the per-cell reference loop."""
-    reference = load_test_module("patch_photometric_reference")
     device = pick_device(a.device)
     generator = torch.Generator().manual_seed(a.seed)
     images = torch.rand(a.views, 3, a.img_size, a.img_size, generator=generator)
@@ -102,12 +85,12 @@ def patch_aug(a: argparse.Namespace) -> dict:
     on_device = images.to(device)
     batched_out = apply_patch_photometric(on_device, a.patch_size, params)  # warm-up
     times = interleaved({
-        "reference_loop": (lambda: reference.reference_patch_photometric(images, a.patch_size, params), 1,
+        "reference_loop": (lambda: reference_patch_photometric(images, a.patch_size, params), 1,
                            torch.device("cpu")),
         "batched": (lambda: apply_patch_photometric(on_device, a.patch_size, params), a.repeats, device),
     }, a.rounds)
     batched, loop = times["batched"], times["reference_loop"]
-    expected = reference.reference_patch_photometric(images, a.patch_size, params)
+    expected = reference_patch_photometric(images, a.patch_size, params)
     return {"benchmark": "patch-aug", "views": a.views, "img_size": a.img_size, "patch_size": a.patch_size,
             "cells": len(params), "device": str(device), "threads": torch.get_num_threads(),
             "batched": batched, "reference_loop": loop,

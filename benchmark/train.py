@@ -38,6 +38,7 @@ from .optim import clip_per_parameter, cosine_schedule, param_groups
 from .store import RunDir, atomic_torch_save, atomic_write_json
 
 COLLAPSE_KL = 1e-2  # nats: a student–teacher KL this small at the end of training means a collapsed run
+NOT_MEASURED = "not measured"  # the collapse flag of an objective that returns no ``kl`` diagnostic
 
 
 class Preempted(Exception):
@@ -227,7 +228,7 @@ def pretrain(spec: RunSpec, run: RunDir, stop: Callable[[], bool] | None = None)
                                         weight_decay=float(wd[step]), momentum=float(momentum[step]),
                                         clip_grad=o.clip_grad, training_step=training_step)
                 log.add({"step": step, "epoch": epoch, "lr": float(lr[step]), "wd": float(wd[step]),
-                         "momentum": float(momentum[step])}, losses)
+                         **({"momentum": float(momentum[step])} if method.teacher is not None else {})}, losses)
                 step += 1
                 bar.update(1)
             images_seen += len(images)
@@ -252,6 +253,9 @@ def pretrain(spec: RunSpec, run: RunDir, stop: Callable[[], bool] | None = None)
     if rank != 0:
         return {}
     summary = summarise(run, epochs, steps_per_epoch)
+    if summary["collapsed"] == NOT_MEASURED:
+        print(f"warning: collapse not measured: objective '{spec.objective}' returns no 'kl' diagnostic "
+              "(docs/plugins.md)", file=sys.stderr, flush=True)
     summary.update(images_per_s=images_seen / wall if images_seen else None, wall_s=wall,
                    peak_memory_mb=peak_memory_mb(device), device=str(device), world_size=world,
                    device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
@@ -260,12 +264,15 @@ def pretrain(spec: RunSpec, run: RunDir, stop: Callable[[], bool] | None = None)
 
 
 def summarise(run: RunDir, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
-    """Last-epoch means of every logged quantity, and the collapse flag (DINO paper §5.3: KL → 0)."""
+    """Last-epoch means of every logged quantity, and the collapse flag (DINO paper §5.3: KL → 0).
+
+    ``collapsed`` is "not measured" when the objective logs no ``kl`` (docs/plugins.md, Diagnostics).
+    """
     rows = [json.loads(line) for line in run.train_log.read_text().splitlines() if line]
     last = [r for r in rows if r["epoch"] == epochs - 1]
     keys = [k for k in last[0] if k not in ("step", "epoch")] if last else []
     final = {k: float(np.mean([r[k] for r in last])) for k in keys}
-    collapsed = bool(final["kl"] < COLLAPSE_KL) if "kl" in final else None
+    collapsed = bool(final["kl"] < COLLAPSE_KL) if "kl" in final else NOT_MEASURED
     return {"epochs": epochs, "steps": epochs * steps_per_epoch, "final": final, "collapsed": collapsed}
 
 

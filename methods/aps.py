@@ -1,6 +1,6 @@
 """APS (Asymmetric Patch Sampling for Contrastive Learning, arXiv 2306.02854; Pattern Recognition 2025).
 
-Follows ``visresearch/aps`` (specs/aps.md): one shared ViT sees only each view's kept patches and its CLS token
+Follows ``visresearch/aps`` (docs/methods.md, APS): one shared ViT sees only each view's kept patches and its CLS token
 (``module/model.py::ViTEncoderProjHead``: gather after the position embedding); the CLS output goes through a
 projector and a predictor (``ViTEncoderPredHead._build_mlp``: bias-free Linears, BN + ReLU between them, a last
 ``BatchNorm1d(affine=False)``; each view is a separate forward, so BN statistics are per view); the loss is

@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Views, ViewStrategy
-from .crops import resized_crop, sample_crop_boxes
-from .photometric import apply_photometric, sample_photometric
+from .crops import sample_crop_boxes
+from .photometric import PhotometricParams, sample_photometric
 from .registry import register_view
+from .views import CropPipeline
 
 
 def grid_cells(boxes: Tensor, grid: int) -> Tensor:
@@ -82,10 +82,11 @@ def sample_without_replacement(weights: Tensor, n: int, generator: torch.Generat
 
 
 @register_view("aps")
-class APSViews(ViewStrategy):
+class APSViews(CropPipeline):
     """Two crops with boxes and flips, plus APS's sparse / selective patch indices (``keep``)."""
 
     provides = frozenset({"boxes", "flips", "keep", "selective_shortfall"})
+    interpolation = "bilinear"
 
     def __init__(self, *, image_size: int, patch_size: int, mean, std, size: int | None = None,
                  scale=(0.15, 1.0), ratio=(3 / 4, 4 / 3), flip_p: float = 0.5, jitter_p: float = 0.8,
@@ -117,22 +118,18 @@ class APSViews(ViewStrategy):
         keep2, shortfall = sample_without_replacement(weights, self.n_keep, generator)
         return torch.stack([keep1, keep2], dim=1), shortfall
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Views:
-        batch, _, height, width = images.shape
-        source = images.float().div_(255)
-        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
-        crops, boxes, flips = [], [], []
-        for _ in range(2):
-            box = sample_crop_boxes(batch, height, width, self.scale, self.ratio, generator)
-            flip = torch.rand(batch, generator=generator) < self.flip_p
-            view = resized_crop(source, box, flip, self.size, mode="bilinear")
-            params = sample_photometric(batch, generator, **self.jitter, blur_p=0.0)
-            crops.append((apply_photometric(view, params, 1) - mean) / std)
-            boxes.append(box)
-            flips.append(flip)
-        boxes_t, flips_t = torch.stack(boxes, 1), torch.stack(flips, 1)
-        keep, shortfall = self.sample_keep(boxes_t, flips_t, generator)
-        meta = {"boxes": boxes_t.to(images.device), "flips": flips_t.to(images.device),
-                "keep": keep.to(images.device), "selective_shortfall": shortfall.to(images.device)}
-        return Views(crops=crops, n_global=2, meta=meta)
+    def view_sizes(self) -> list[int]:
+        return [self.size, self.size]
+
+    def crop_box(self, v: int, plan: dict[str, Tensor], batch: int, height: int, width: int,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        box = sample_crop_boxes(batch, height, width, self.scale, self.ratio, generator)
+        return box, torch.rand(batch, generator=generator) < self.flip_p
+
+    def photometric(self, v: int, size: int, batch: int, generator: torch.Generator) -> tuple[PhotometricParams, int]:
+        return sample_photometric(batch, generator, **self.jitter, blur_p=0.0), 1  # no blur, no solarisation
+
+    def finish_meta(self, meta: dict[str, Tensor], plan: dict[str, Tensor],
+                    generator: torch.Generator) -> dict[str, Tensor]:
+        keep, shortfall = self.sample_keep(meta["boxes"], meta["flips"], generator)
+        return {**meta, "keep": keep, "selective_shortfall": shortfall}

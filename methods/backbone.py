@@ -99,7 +99,3 @@ class ViTEncoder(nn.Module):
         tokens = self(images)[:, self.num_prefix_tokens:]
         return tokens.reshape(len(images), images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size,
                               tokens.shape[-1])
-
-
-def build_backbone(config: BackboneConfig) -> ViTEncoder:
-    return ViTEncoder(config)

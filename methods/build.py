@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backbone import VIT_SIZES, BackboneConfig
 from .base import Objective, SSLMethod, ViewStrategy
-from .registry import METHODS, OBJECTIVES, VIEWS, RegistryError
+from .registry import METHODS, OBJECTIVES, VIEWS, RegistryError, did_you_mean
 from .typecheck import SettingError, check_setting, parameter_annotations
 
 
@@ -48,9 +47,8 @@ def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: set[str
     annotations = parameter_annotations(cls)
     for key in kwargs:
         if key not in params:
-            close = difflib.get_close_matches(str(key), params, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise RegistryError(f"{what} has no setting '{key}'.{hint} Settings: {', '.join(params)}")
+            raise RegistryError(f"{what} has no setting '{key}'.{did_you_mean(key, params)} "
+                                f"Settings: {', '.join(params)}")
         if key in annotations:
             try:
                 check_setting(key, kwargs[key], annotations[key])

@@ -1,6 +1,6 @@
 """DINO (Caron et al., ICCV 2021): self-distillation with no labels.
 
-Follows facebookresearch/dino ``main_dino.py`` (specs/dino.md): a 3-layer DINO head on the CLS token (lightly's
+Follows facebookresearch/dino ``main_dino.py`` (docs/methods.md#dino): a 3-layer DINO head on the CLS token (lightly's
 ``DINOProjectionHead``, identical to ``DINOHead``), the cross-entropy between the centred, sharpened teacher
 output on the two global crops and the student output on every other crop (lightly's ``DINOLoss``, called teacher
 first with the globals as the first student views, which makes it equal to DINO's mean over the 2·(V−1) pairs),
@@ -10,6 +10,7 @@ Optimiser, schedules, clipping and EMA are the trainer's (benchmark/train.py).
 
 from __future__ import annotations
 
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,7 +24,12 @@ from .registry import MethodSpec, register_method, register_objective
 
 
 def teacher_temperature(epoch: int, total_epochs: int, warmup_temp: float, temp: float, warmup_epochs: int) -> float:
-    """DINO's schedule: linear from ``warmup_temp`` to ``temp`` over ``warmup_epochs`` epochs, then constant."""
+    """DINO's schedule (``main_dino.py::DINOLoss.__init__``, ``np.linspace`` in float64): linear from
+    ``warmup_temp`` to ``temp`` over ``warmup_epochs`` epochs, then constant.
+
+    Not lightly's ``DINOLoss`` schedule: lightly keeps it only for backward compatibility, in float32, and the
+    patch-level objectives need the schedule without that loss.
+    """
     schedule = np.concatenate([np.linspace(warmup_temp, temp, warmup_epochs),
                                np.full(max(total_epochs - warmup_epochs, 0), temp)])
     return float(schedule[min(epoch, len(schedule) - 1)])
@@ -33,8 +39,8 @@ def build_head_pair(embed_dim: int, out_dim: int, hidden_dim: int, bottleneck_di
                     use_bn: bool, freeze_last_layer: int) -> tuple[DINOProjectionHead, DINOProjectionHead]:
     """Student and teacher DINO heads; the teacher starts as a copy of the student.
 
-    A second instance plus ``load_state_dict``, because the legacy weight norm of the last layer cannot be
-    deep-copied (specs/lightly-and-timm.md).
+    A second instance plus ``load_state_dict``, because the weight-normed last layer (``nn.utils.weight_norm``)
+    cannot be deep-copied.
     """
     def make() -> DINOProjectionHead:
         return DINOProjectionHead(embed_dim, hidden_dim, bottleneck_dim, out_dim, batch_norm=use_bn,
@@ -56,27 +62,57 @@ def distillation_diagnostics(teacher_logits: Tensor, center: Tensor, temp: float
     return {"teacher_entropy": entropy, "kl": loss.detach().float() - entropy}
 
 
-@register_objective("dino")
-class DINOObjective(Objective):
-    """DINO's loss on the CLS token; the teacher sees the global crops only."""
+class DistillationObjective(Objective):
+    """The home of the DINO-family settings: the DINO head's arguments, the temperatures with their warm-up, the
+    centre momentum and the frozen last layer (``main_dino.py`` arguments of the same names).
 
-    min_global_views = 2
+    Subclasses take ``**kwargs`` for these and declare only the defaults their paper changes; they build their
+    heads with :meth:`head_pair` and name the heads whose last layer stays frozen in ``frozen_heads``.
+    """
+
+    frozen_heads: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, embed_dim: int, *, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
                  norm_last_layer: bool = True, use_bn: bool = False, student_temp: float = 0.1,
                  teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04, warmup_teacher_temp_epochs: int = 0,
                  center_momentum: float = 0.9, freeze_last_layer: int = 1):
         super().__init__(embed_dim)
-        student, teacher = build_head_pair(embed_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer, use_bn,
-                                           freeze_last_layer)
-        self.student_heads = nn.ModuleDict({"dino": student})
-        self.teacher_heads = nn.ModuleDict({"dino": teacher})
-        self.criterion = DINOLoss(output_dim=out_dim, warmup_teacher_temp=warmup_teacher_temp,
-                                  teacher_temp=teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
-                                  student_temp=student_temp, center_momentum=center_momentum)
+        self.out_dim, self.hidden_dim, self.bottleneck_dim = out_dim, hidden_dim, bottleneck_dim
+        self.norm_last_layer, self.use_bn, self.freeze_last_layer = norm_last_layer, use_bn, freeze_last_layer
+        self.student_temp, self.center_momentum = student_temp, center_momentum
         self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
-        self.out_dim = out_dim
+
+    def head_pair(self, out_dim: int | None = None) -> tuple[DINOProjectionHead, DINOProjectionHead]:
+        """A student/teacher DINO head pair with these settings, ``out_dim`` outputs (default: ``self.out_dim``)."""
+        return build_head_pair(self.embed_dim, out_dim or self.out_dim, self.hidden_dim, self.bottleneck_dim,
+                               self.norm_last_layer, self.use_bn, self.freeze_last_layer)
+
+    def temperature(self, progress: Progress) -> float:
+        """The teacher temperature of this epoch."""
+        return teacher_temperature(progress.epoch, progress.total_epochs, self.warmup_teacher_temp,
+                                   self.teacher_temp, self.warmup_teacher_temp_epochs)
+
+    def after_backward(self, progress: Progress) -> None:
+        """DINO's ``cancel_gradients_last_layer`` for every head in ``frozen_heads``."""
+        for name in self.frozen_heads:
+            self.student_heads[name].cancel_last_layer_gradients(progress.epoch)
+
+
+@register_objective("dino")
+class DINOObjective(DistillationObjective):
+    """DINO's loss on the CLS token; the teacher sees the global crops only."""
+
+    min_global_views = 2
+    frozen_heads = ("dino",)
+
+    def __init__(self, embed_dim: int, **kwargs):
+        super().__init__(embed_dim, **kwargs)
+        student, teacher = self.head_pair()
+        self.student_heads = nn.ModuleDict({"dino": student})
+        self.teacher_heads = nn.ModuleDict({"dino": teacher})
+        self.criterion = DINOLoss(output_dim=self.out_dim, student_temp=self.student_temp,
+                                  center_momentum=self.center_momentum)
 
     def loss(self, student: ViTEncoder, teacher: ViTEncoder | None, views: Views, progress: Progress,
              substep: int = 0) -> dict[str, Tensor]:
@@ -86,22 +122,13 @@ class DINOObjective(Objective):
             teacher_out = self.teacher_heads["dino"](teacher_cls).chunk(views.n_global)
         student_cls = torch.cat([t[:, 0] for t in forward_multicrop(student, views.crops)])
         student_out = self.student_heads["dino"](student_cls).chunk(views.n_views)
-        temp = teacher_temperature(progress.epoch, progress.total_epochs, self.warmup_teacher_temp,
-                                   self.teacher_temp, self.warmup_teacher_temp_epochs)
+        temp = self.temperature(progress)
         center = self.criterion.center.clone()  # the centre this step uses; the loss updates it afterwards
         loss = self.criterion(list(teacher_out), list(student_out), teacher_temp=temp)
         return {"loss": loss, **distillation_diagnostics(torch.stack(teacher_out), center, temp, loss)}
-
-    def after_backward(self, progress: Progress) -> None:
-        self.student_heads["dino"].cancel_last_layer_gradients(progress.epoch)
 
 
 register_method(MethodSpec(
     name="dino", view="multicrop", objective="dino",
     paper="Caron et al., Emerging Properties in Self-Supervised Vision Transformers, ICCV 2021",
-    view_defaults=dict(n_local=8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4)),
-    objective_defaults=dict(out_dim=65536, teacher_temp=0.04, warmup_teacher_temp=0.04,
-                            warmup_teacher_temp_epochs=0, freeze_last_layer=1),
-    optim_defaults=dict(lr=5e-4, min_lr=1e-6, warmup_epochs=10, weight_decay=0.04, weight_decay_end=0.4,
-                        momentum_teacher=0.996, clip_grad=3.0),
 ))

@@ -2,7 +2,7 @@
 
 A centre or any other running statistic of a batch must be averaged over every rank's shard so that all ranks
 keep the same state and a run on W processes matches a run on one (DINO ``main_dino.py::update_center``
-all-reduces the batch centre; lightly's ``DINOLoss`` does the same through ``center_mean``).
+all-reduces the batch centre; lightly's ``DINOLoss`` and ``center_mean`` do the same).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ def rank() -> int:
 def all_reduce_mean(tensor: Tensor) -> Tensor:
     """The mean of ``tensor`` over all ranks (a new tensor; the input is left alone). Identity in one process.
 
-    Use it for statistics of the local shard whose global value is the mean over shards of equal size, e.g. a
-    centre update ``center = m * center + (1 - m) * all_reduce_mean(teacher_out.mean(0))``.
+    For values that are already per-shard means of equal-size shards, e.g. the trainer's logged losses. A batch
+    statistic of an objective (a centre) goes through lightly's ``center_mean``, which takes the batch mean and
+    all-reduces it in one call.
     """
     if not is_distributed():
         return tensor

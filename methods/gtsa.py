@@ -1,19 +1,19 @@
 """GTSA (Kim and Lee, arXiv 2304.08014): a geometric-transformation-sensitive architecture.
 
-Follows ``bok3948/GTSA`` (specs/gtsa.md): the student's patch-token map goes through a conv projector and
+Follows ``bok3948/GTSA`` (docs/methods.md, GTSA): the student's patch-token map goes through a conv projector and
 predictor (``model_pretrain/gtsa.py::Projector, Predictor``); an EMA teacher (backbone + projector) sees the two
 global crops only. For every (teacher global iq, student view v ≠ iq) pair (``GTSA.roi_align``): both maps are
 RoIAligned on the overlap box, the teacher RoI is rotated by the rotation difference (``torch.rot90`` in place of
 kornia, exact on square maps) and the crop loss is the negative cosine over channels; the patch-correspondence
 loss matches tokens by nearest neighbour in feature space both ways and keeps the best half
-(``neirest_neighbores_on_l2``, cosine since commit 4eec49b); a rotation head predicts each view's quarter turns
+(``neirest_neighbores_on_l2``, by cosine); a rotation head predicts each view's quarter turns
 from its mean-pooled backbone patch tokens (``rot_predict``). Loss: crop + pc_coef·pc + 0.5·rotation, with pc_coef
 0.5 once ``epoch > pc_after_epoch`` (``engine_pretrain.py``, 0-based epochs as there).
 
-Port to patchbench (specs/gtsa.md §8): boxes are divided by the backbone's patch size, not 16; "global student" is
-a property of the view, not ``h·w > 100``; RoI output sizes (6, 3) for 8×8 / 4×4 maps keep upstream's (10, 4) on
-14 / 6 ratio; the projector and rotation-head widths scale with ``embed_dim`` (384 → 384 / 768 at ViT-S). The
-trainer EMA-updates the teacher after the optimiser step rather than inside the forward (spec §9 quirk 3: same
+Port to patchbench (docs/methods.md, GTSA, Deviations): boxes are divided by the backbone's patch size, not 16;
+"global student" is a property of the view, not ``h·w > 100``; RoI output sizes (6, 3) for 8×8 / 4×4 maps keep
+upstream's (10, 4) on 14 / 6 ratio; the projector and rotation-head widths scale with ``embed_dim`` (384 → 384 / 768
+at ViT-S). The trainer EMA-updates the teacher after the optimiser step rather than inside the forward (same
 weights, momentum indexed one step earlier). All pairs are batched into 4 ``roi_align`` calls; the NN selection
 keeps the cosine of each kept match, which equals upstream's gather-then-cosine.
 """

@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Views, ViewStrategy
-from .crops import multicrop_sizes, resized_crop, sample_crop_boxes
-from .photometric import apply_photometric, blur_kernel_size, sample_photometric
+from .crops import multicrop_sizes, sample_crop_boxes
+from .photometric import PhotometricParams, blur_kernel_size, sample_photometric
 from .registry import register_view
+from .views import CropPipeline
 
 
 def to_corners(boxes: Tensor) -> Tensor:
@@ -43,7 +43,7 @@ def area(corners: Tensor) -> Tensor:
 def rotate_boxes(corners: Tensor, quarter_turns: Tensor, size: float) -> Tensor:
     """Boxes (…, 4) in an S×S crop's frame → the same boxes after rotating the crop k·90° counter-clockwise.
 
-    ``rotate_bbox`` of ``util/gtsa_transforms.py`` (specs/gtsa.md §2): 90° maps (x1, y1, x2, y2) to
+    ``rotate_bbox`` of ``util/gtsa_transforms.py``: 90° maps (x1, y1, x2, y2) to
     (y1, S−x2, y2, S−x1); 180° and 270° are its powers.
     """
     x1, y1, x2, y2 = corners.unbind(-1)
@@ -112,10 +112,11 @@ def rotate_quarter_turns(x: Tensor, quarter_turns: Tensor) -> Tensor:
 
 
 @register_view("gtsa")
-class GTSAViews(ViewStrategy):
+class GTSAViews(CropPipeline):
     """Overlap-constrained multi-crop with four-fold rotations; provides ``boxes``, ``rotations``."""
 
     provides = frozenset({"boxes", "rotations", "overlap_fallback"})
+    interpolation = "bilinear"
 
     def __init__(self, *, image_size: int, patch_size: int, mean, std, global_size: int | None = None,
                  local_size: int | None = None, n_local: int = 8, global_scale=(0.3, 1.0), local_scale=(0.1, 0.3),
@@ -136,24 +137,27 @@ class GTSAViews(ViewStrategy):
     def view_sizes(self) -> list[int]:
         return [self.global_size] * self.n_global + [self.local_size] * self.n_local
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Views:
-        batch, _, height, width = images.shape
-        source = images.float().div_(255)
-        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+    def plan(self, batch: int, height: int, width: int, generator: torch.Generator) -> dict[str, Tensor]:
         scales = [self.global_scale] * self.n_global + [self.local_scale] * self.n_local
         boxes, fallback = sample_overlapping_boxes(batch, height, width, scales, self.ratio, self.n_global,
                                                    generator, self.max_redraws)
-        no_flip = torch.zeros(batch, dtype=torch.bool)
-        crops, rotations = [], []
-        for v, size in enumerate(self.view_sizes()):
-            view = resized_crop(source, boxes[:, v], no_flip, size, mode="bilinear")
-            sigma = tuple(s * size / 224 for s in self.blur_sigma)
-            params = sample_photometric(batch, generator, **self.jitter, blur_p=self.blur_p, sigma_range=sigma)
-            view = apply_photometric(view, params, blur_kernel_size(sigma[1], size))
-            turns = torch.randint(0, 4 if self.rotate else 1, (batch,), generator=generator)
-            crops.append(rotate_quarter_turns((view - mean) / std, turns))
-            rotations.append(turns)
-        meta = {"boxes": boxes.to(images.device), "rotations": torch.stack(rotations, 1).to(images.device),
-                "overlap_fallback": fallback.to(images.device)}
-        return Views(crops=crops, n_global=self.n_global, meta=meta)
+        return {"boxes": boxes, "overlap_fallback": fallback}
+
+    def crop_box(self, v: int, plan: dict[str, Tensor], batch: int, height: int, width: int,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return plan["boxes"][:, v], torch.zeros(batch, dtype=torch.bool)  # GTSA does not flip
+
+    def photometric(self, v: int, size: int, batch: int, generator: torch.Generator) -> tuple[PhotometricParams, int]:
+        sigma = tuple(s * size / 224 for s in self.blur_sigma)
+        params = sample_photometric(batch, generator, **self.jitter, blur_p=self.blur_p, sigma_range=sigma)
+        return params, blur_kernel_size(sigma[1], size)
+
+    def after_view(self, v: int, view: Tensor, record: dict[str, list[Tensor]], generator: torch.Generator) -> Tensor:
+        """A rotation by k·90°, k ~ U{0..3} (U{0} without ``rotate``); normalisation commutes with it."""
+        turns = torch.randint(0, 4 if self.rotate else 1, (len(view),), generator=generator)
+        record.setdefault("rotations", []).append(turns)
+        return rotate_quarter_turns(view, turns)
+
+    def finish_meta(self, meta: dict[str, Tensor], plan: dict[str, Tensor],
+                    generator: torch.Generator) -> dict[str, Tensor]:
+        return {"boxes": meta["boxes"], "rotations": meta["rotations"], "overlap_fallback": plan["overlap_fallback"]}

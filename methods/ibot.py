@@ -1,6 +1,6 @@
 """iBOT (Zhou et al., ICLR 2022): DINO plus masked image modelling with a self-distilled patch target.
 
-Follows bytedance/ibot at da316d8 (specs/ibot.md):
+Follows bytedance/ibot at da316d8 (docs/methods.md, iBOT):
 - views: ``masked_multicrop`` (methods/masking.py, ``loader.py::ImageFolderMask``) — the masks belong to the views
   because upstream draws them in the data loader with the crops, and the view strategy's generator makes them
   reproducible and resumable like the crops;
@@ -36,8 +36,8 @@ from lightly.models.modules.center import center_mean, center_momentum
 from torch import Tensor, nn
 
 from .backbone import ViTEncoder
-from .base import Objective, Progress, Views, forward_multicrop
-from .dino import build_head_pair, distillation_diagnostics, teacher_temperature
+from .base import Progress, Views, forward_multicrop
+from .dino import DistillationObjective, distillation_diagnostics, teacher_temperature
 from .registry import MethodSpec, register_method, register_objective
 
 
@@ -53,40 +53,37 @@ def masked_patch_loss(teacher_probs: Tensor, student_logits: Tensor, masks: Tens
 
 
 @register_objective("ibot")
-class IBOTObjective(Objective):
+class IBOTObjective(DistillationObjective):
     """DINO's CLS loss across views + iBOT's masked-patch loss within each global view, one shared head."""
 
+    frozen_heads = ("ibot",)
     requires = frozenset({"masks"})
     min_global_views = 2
     backbone_overrides = {"mask_token": True}
 
-    def __init__(self, embed_dim: int, *, out_dim: int = 8192, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 norm_last_layer: bool = False, use_bn: bool = False, student_temp: float = 0.1,
-                 teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04, teacher_patch_temp: float = 0.07,
-                 warmup_teacher_patch_temp: float = 0.04, warmup_teacher_temp_epochs: int = 30,
-                 center_momentum: float = 0.9, center_momentum2: float = 0.9, lambda1: float = 1.0,
-                 lambda2: float = 1.0, mim_start_epoch: int = 0, patch_center_tokens: str = "all",
-                 freeze_last_layer: int = 1):
-        super().__init__(embed_dim)
+    def __init__(self, embed_dim: int, *, out_dim: int = 8192, norm_last_layer: bool = False,
+                 teacher_temp: float = 0.07, warmup_teacher_temp_epochs: int = 30, teacher_patch_temp: float = 0.07,
+                 warmup_teacher_patch_temp: float = 0.04, center_momentum2: float = 0.9, lambda1: float = 1.0,
+                 lambda2: float = 1.0, mim_start_epoch: int = 0, patch_center_tokens: str = "all", **kwargs):
+        super().__init__(embed_dim, out_dim=out_dim, norm_last_layer=norm_last_layer, teacher_temp=teacher_temp,
+                         warmup_teacher_temp_epochs=warmup_teacher_temp_epochs, **kwargs)
         if patch_center_tokens not in ("all", "masked"):
             raise ValueError(f"patch_center_tokens must be 'all' (iBOT) or 'masked' (lightly's IBOTPatchLoss), "
                              f"not '{patch_center_tokens}'")
-        student, teacher = build_head_pair(embed_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer, use_bn,
-                                           freeze_last_layer)
+        student, teacher = self.head_pair()
         self.student_heads = nn.ModuleDict({"ibot": student})
         self.teacher_heads = nn.ModuleDict({"ibot": teacher})
-        self.cls_criterion = DINOLoss(output_dim=out_dim, student_temp=student_temp, center_momentum=center_momentum)
+        self.cls_criterion = DINOLoss(output_dim=out_dim, student_temp=self.student_temp,
+                                      center_momentum=self.center_momentum)
         self.register_buffer("patch_center", torch.zeros(1, out_dim))
-        self.student_temp, self.center_momentum2 = student_temp, center_momentum2
-        self.cls_temps = (warmup_teacher_temp, teacher_temp)
+        self.center_momentum2 = center_momentum2
         self.patch_temps = (warmup_teacher_patch_temp, teacher_patch_temp)
-        self.warmup_teacher_temp_epochs, self.mim_start_epoch = warmup_teacher_temp_epochs, mim_start_epoch
+        self.mim_start_epoch = mim_start_epoch
         self.lambda1, self.lambda2, self.patch_center_tokens = lambda1, lambda2, patch_center_tokens
 
     def temperatures(self, progress: Progress) -> tuple[float, float]:
         """Teacher temperatures (CLS, patch); the patch warm-up starts at ``mim_start_epoch`` (upstream)."""
-        cls = teacher_temperature(progress.epoch, progress.total_epochs, *self.cls_temps,
-                                  self.warmup_teacher_temp_epochs)
+        cls = self.temperature(progress)
         patch_epoch = max(progress.epoch - self.mim_start_epoch, 0)
         patch = teacher_temperature(patch_epoch, progress.total_epochs, *self.patch_temps,
                                     self.warmup_teacher_temp_epochs)
@@ -134,18 +131,9 @@ class IBOTObjective(Objective):
         batch_center = center_mean(tokens.float(), dim=(0,))
         self.patch_center.copy_(center_momentum(self.patch_center, batch_center, self.center_momentum2))
 
-    def after_backward(self, progress: Progress) -> None:
-        self.student_heads["ibot"].cancel_last_layer_gradients(progress.epoch)
-
 
 register_method(MethodSpec(
     name="ibot", view="masked_multicrop", objective="ibot",
     paper="Zhou et al., iBOT: Image BERT Pre-Training with Online Tokenizer, ICLR 2022",
-    view_defaults=dict(n_local=10, global_scale=(0.25, 1.0), local_scale=(0.05, 0.25), pred_ratio=(0.0, 0.3),
-                       pred_ratio_var=(0.0, 0.2), pred_shape="block"),
-    objective_defaults=dict(out_dim=8192, norm_last_layer=False, teacher_temp=0.07, warmup_teacher_temp=0.04,
-                            teacher_patch_temp=0.07, warmup_teacher_patch_temp=0.04, warmup_teacher_temp_epochs=30,
-                            lambda1=1.0, lambda2=1.0, patch_center_tokens="all", freeze_last_layer=1),
-    optim_defaults=dict(lr=5e-4, min_lr=1e-6, warmup_epochs=10, weight_decay=0.04, weight_decay_end=0.4,
-                        momentum_teacher=0.996, clip_grad=3.0),
+    view_defaults=dict(n_local=10, global_scale=(0.25, 1.0), local_scale=(0.05, 0.25)),
 ))

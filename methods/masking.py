@@ -1,6 +1,6 @@
 """iBOT's mask sampler and the ``masked_multicrop`` view strategy (multi-crop + a patch mask per global crop).
 
-Follows bytedance/ibot ``loader.py::ImageFolderMask`` (specs/ibot.md §1.2), batched over crops and drawn from the
+Follows bytedance/ibot ``loader.py::ImageFolderMask`` (docs/methods.md, iBOT), batched over crops and drawn from the
 view strategy's CPU generator, so masks are reproducible and resumable like the crops:
 
 - ratio: per crop, one (mean, var) pair of ``pred_ratio``/``pred_ratio_var`` is picked at random and the ratio

@@ -1,8 +1,8 @@
 """Geometric patch matching of Patch-Wise SSL, vectorised over samples and view pairs.
 
-Follows ``augment.py::correspondences`` of alijavidani/Local_Global_Representation_Learning (specs/patchwise.md
-§4): the intersection of the two crop boxes is snapped onto each view's patch grid by rounding (half-to-even, as
-Python's ``round``), the column range of a flipped view is mirrored, and the finer grid is decimated to the
+Follows ``augment.py::correspondences`` of alijavidani/Local_Global_Representation_Learning (docs/methods.md, Patch-
+Wise SSL): the intersection of the two crop boxes is snapped onto each view's patch grid by rounding (half-to-even,
+as Python's ``round``), the column range of a flipped view is mirrored, and the finer grid is decimated to the
 coarser one per axis with ``floor(linspace)``. The result is a 1-to-1 list of token pairs, CLS↔CLS first.
 
 Here every quantity is a tensor over N (sample, pair) rows, computed in float64 for exact ties, with no host
@@ -36,7 +36,7 @@ class PatchMatches:
 
 
 def floor_linspace(n_big: Tensor, n_small: Tensor, k: Tensor) -> Tensor:
-    """``floor(numpy.linspace(0, n_big − 1, n_small))[k]`` in float64, last index exact (specs/patchwise.md §4.2)."""
+    """``floor(numpy.linspace(0, n_big − 1, n_small))[k]`` in float64, last index exact, as numpy's."""
     n_big, n_small = n_big.to(torch.float64), n_small.to(torch.float64)
     step = (n_big - 1) / (n_small - 1).clamp_min(1)
     index = torch.floor(k.to(torch.float64) * step)

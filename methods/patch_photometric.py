@@ -1,7 +1,7 @@
 """Patch-Wise's per-patch photometric augmentation, batched over every cell of every view.
 
 Follows ``alijavidani/dino@imagenet100-patch_augmentation``, ``image_to_patches.py::PatchAugmentation`` with
-``patch_size=(p, p), num_transformations=4`` (specs/patchwise.md §3, §3.1). Every p×p cell of a view gets its own
+``patch_size=(p, p), num_transformations=4`` (docs/methods.md, Patch-Wise SSL). Every p×p cell of a view gets its own
 composition of four torchvision ops, in a uniformly random order per cell, each with its own parameters:
 
 0. ``ColorJitter(brightness=0.1, hue=0.1)``: factor ~ U(0.9, 1.1), hue shift ~ U(−0.1, 0.1), brightness and hue
@@ -11,13 +11,13 @@ composition of four torchvision ops, in a uniformly random order per cell, each 
 2. ``RandomAdjustSharpness(2)``: with p = 0.5, the 3×3 smoothing kernel, the cell's border pixels kept;
 3. ``RandomPosterize(3)``: with p = 0.5, the top 3 bits of the uint8 value kept.
 
-Batched form (§3.1): the cells of a (B, 3, H, W) batch become channel planes (3, B·H/p·W/p, p, p), row-major per
+Batched form: the cells of a (B, 3, H, W) batch become channel planes (3, B·H/p·W/p, p, p), row-major per
 view as upstream. Each of the 4 stages reorders the cells by the op their permutation names there (and whether it
 was drawn), then runs each op once, in place, on its contiguous slice; a final gather restores the order. The blur
 is one (p, p) matrix per cell (taps and padding folded), applied as a batched matmul; the hue uses the closed form
 of HSV → RGB. Parameters stay on the CPU; only index and parameter vectors go to the device, without a sync.
 
-Deviations and choices (inferred, documented in specs/patchwise.md §3.1):
+Deviations and choices (inferred from the upstream code; docs/methods.md, Patch-Wise SSL):
 
 - Upstream works on PIL uint8 images, so every op rounds to uint8. Here the input is quantised once to uint8 levels
   (``round(255·x)/255``) and the ops run in float, as torchvision's tensor kernels; posterize rounds to uint8 before

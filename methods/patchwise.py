@@ -1,16 +1,16 @@
 """Patch-Wise SSL (Javidani et al., arXiv 2310.18651): DINO plus a loss between geometrically matched patches.
 
-Follows ``patch_wise_dino.py::DINOLoss`` of alijavidani/Local_Global_Representation_Learning (specs/patchwise.md
-§5–6): one DINO head shared by CLS and patch tokens; for every (teacher global v, student view u ≠ v) pair the
-cross-entropy between the centred, sharpened teacher distribution and the student's, over the CLS pair and the
+Follows ``patch_wise_dino.py::DINOLoss`` of alijavidani/Local_Global_Representation_Learning (docs/methods.md,
+Patch-Wise SSL): one DINO head shared by CLS and patch tokens; for every (teacher global v, student view u ≠ v) pair
+the cross-entropy between the centred, sharpened teacher distribution and the student's, over the CLS pair and the
 patch pairs of the geometric matching (methods/patch_matching.py); the centre has one row per token position of a
 global view and follows DINO's EMA. Temperatures, teacher-temperature warm-up and the frozen last layer as DINO.
 
 The released loss (``loss_variant="mean"``) averages the cross-entropies of a pair over all its matched tokens, CLS
 included; ``"lambda"`` is the development branches' λ·H_CLS + (1 − λ)·mean over patches (0 without patch matches).
-With per-sample geometry each sample's pair is averaged over its own |M_b| (spec §6), then over samples and pairs.
+With per-sample geometry each sample's pair is averaged over its own |M_b|, then over samples and pairs.
 
-Efficiency (spec §9): the student head runs only on the tokens some pair uses (gather, then project), and the loss
+Efficiency: the student head runs only on the tokens some pair uses (gather, then project), and the loss
 is one dense (used tokens × K) target — the weighted sum of teacher distributions each student token is matched to
 — built with a sparse matrix product, so no (pair × B × M × K) tensor is ever formed. The teacher head runs on
 every global token, because every centre row is updated from the batch mean.
@@ -22,12 +22,12 @@ Ablation switches: ``patch_loss=False`` (CLS pairs only: DINO with tracked crops
 from __future__ import annotations
 
 import torch
+from lightly.models.modules.center import center_mean, center_momentum
 from torch import Tensor, nn
 
 from .backbone import BackboneConfig, ViTEncoder
-from .base import Objective, Progress, Views, ViewStrategy, forward_multicrop
-from .dino import build_head_pair, teacher_temperature
-from .distributed import all_reduce_mean
+from .base import Progress, Views, ViewStrategy, forward_multicrop
+from .dino import DistillationObjective
 from .patch_matching import PatchMatches, match_patches
 from .registry import MethodSpec, register_method, register_objective
 
@@ -46,30 +46,24 @@ def token_weights(matches: PatchMatches, variant: str, cls_weight: float) -> Ten
 
 
 @register_objective("patchwise")
-class PatchWiseObjective(Objective):
+class PatchWiseObjective(DistillationObjective):
     """DINO on CLS and on matched patch tokens, with one shared head and a per-position centre."""
 
     requires = frozenset({"boxes", "flips"})
     min_global_views = 2
+    frozen_heads = ("dino",)
 
-    def __init__(self, embed_dim: int, *, out_dim: int = 10000, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 norm_last_layer: bool = True, use_bn: bool = False, student_temp: float = 0.1,
-                 teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04, warmup_teacher_temp_epochs: int = 0,
-                 center_momentum: float = 0.9, freeze_last_layer: int = 1, patch_loss: bool = True,
+    def __init__(self, embed_dim: int, *, out_dim: int = 10000, patch_loss: bool = True,
                  global_local_patches: bool = True, loss_variant: str = "mean", cls_weight: float = 0.9,
-                 patch_centre: str = "per_position"):
-        super().__init__(embed_dim)
+                 patch_centre: str = "per_position", **kwargs):
+        super().__init__(embed_dim, out_dim=out_dim, **kwargs)
         if loss_variant not in LOSS_VARIANTS:
             raise ValueError(f"loss_variant '{loss_variant}' is not one of {LOSS_VARIANTS}")
         if patch_centre not in CENTRES:
             raise ValueError(f"patch_centre '{patch_centre}' is not one of {CENTRES}")
-        student, teacher = build_head_pair(embed_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer, use_bn,
-                                           freeze_last_layer)
+        student, teacher = self.head_pair()
         self.student_heads = nn.ModuleDict({"dino": student})
         self.teacher_heads = nn.ModuleDict({"dino": teacher})
-        self.out_dim, self.student_temp, self.center_momentum = out_dim, student_temp, center_momentum
-        self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
-        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
         self.patch_loss, self.global_local_patches = patch_loss, global_local_patches
         self.loss_variant, self.cls_weight, self.patch_centre = loss_variant, cls_weight, patch_centre
         self.patch_size = 0
@@ -106,8 +100,7 @@ class PatchWiseObjective(Objective):
              substep: int = 0) -> dict[str, Tensor]:
         assert teacher is not None
         batch, n_global = views.batch_size, views.n_global
-        temp = teacher_temperature(progress.epoch, progress.total_epochs, self.warmup_teacher_temp,
-                                   self.teacher_temp, self.warmup_teacher_temp_epochs)
+        temp = self.temperature(progress)
         with torch.no_grad():
             teacher_tokens = torch.stack(forward_multicrop(teacher, views.global_crops))  # (G, B, T, D)
             if not self.patch_loss:
@@ -175,22 +168,14 @@ class PatchWiseObjective(Objective):
     @torch.no_grad()
     def update_center(self, teacher_logits: Tensor) -> None:
         """c ← m·c + (1 − m)·batch mean of the global views' teacher logits, per centre row (DINO's EMA), the mean
-        taken over every rank's shard as the official code's all-reduce."""
-        batch_mean = all_reduce_mean(teacher_logits.mean(dim=(0, 1)).unsqueeze(0))  # (1, T, K), over all ranks
+        taken over every rank's shard as the official code's all-reduce (lightly's ``center_mean``)."""
+        batch_mean = center_mean(teacher_logits, dim=(0, 1)).squeeze(0)  # (1, T, K), over all ranks
         if self.center.shape[1] != batch_mean.shape[1]:
             batch_mean = torch.cat([batch_mean[:, :1], batch_mean[:, 1:].mean(1, keepdim=True)], 1)
-        self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1 - self.center_momentum)
-
-    def after_backward(self, progress: Progress) -> None:
-        self.student_heads["dino"].cancel_last_layer_gradients(progress.epoch)
+        self.center.copy_(center_momentum(self.center, batch_mean, self.center_momentum))
 
 
 register_method(MethodSpec(
     name="patchwise", view="patchwise", objective="patchwise",
     paper="Javidani et al., Patch-Wise Self-Supervised Visual Representation Learning, arXiv 2310.18651",
-    view_defaults=dict(n_local=8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), patch_augmentation=True),
-    objective_defaults=dict(out_dim=10000, teacher_temp=0.04, warmup_teacher_temp=0.04,
-                            warmup_teacher_temp_epochs=0, freeze_last_layer=1, loss_variant="mean"),
-    optim_defaults=dict(lr=5e-4, min_lr=1e-6, warmup_epochs=10, weight_decay=0.04, weight_decay_end=0.4,
-                        momentum_teacher=0.996, clip_grad=3.0),
 ))

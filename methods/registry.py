@@ -18,6 +18,12 @@ ENTRY_POINT_GROUP = "patchbench.methods"
 T = TypeVar("T")
 
 
+def did_you_mean(name: str, known) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``known`` to ``name`` (difflib), or an empty string."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 class RegistryError(ValueError):
     """A user error about a registered name (unknown or duplicate); the CLI prints it without a traceback."""
 
@@ -48,17 +54,13 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         load_plugins(self.plugin_group)
         if not isinstance(name, str) or name not in self._items:
-            close = difflib.get_close_matches(str(name), self._items, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise RegistryError(f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(sorted(self._items))}")
+            raise RegistryError(f"unknown {self.kind} '{name}'.{did_you_mean(name, self._items)} "
+                                f"Known: {', '.join(sorted(self._items))}")
         return self._items[name]
 
     def names(self) -> list[str]:
         load_plugins(self.plugin_group)
         return sorted(self._items)
-
-    def origin(self, name: str) -> str:
-        return self._origin[name]
 
     def __contains__(self, name: str) -> bool:
         load_plugins(self.plugin_group)
@@ -72,8 +74,9 @@ class Registry(Generic[T]):
 class MethodSpec:
     """A named method: the default pairing of a view strategy and an objective, with its paper's settings.
 
-    ``view_defaults`` and ``objective_defaults`` are keyword arguments of the two classes; ``optim_defaults``
-    override the trainer's optimisation settings (see ``patchbench.benchmark.config.OptimConfig``).
+    Each of the three mappings lists only what differs from the defaults it overrides: ``view_defaults`` and
+    ``objective_defaults`` are keyword arguments of the two classes (whose signatures hold the defaults),
+    ``optim_defaults`` keys of the trainer's ``patchbench.benchmark.config.OptimConfig`` (docs/plugins.md).
     """
 
     name: str

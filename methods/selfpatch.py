@@ -1,7 +1,7 @@
 """SelfPatch (Yun et al., CVPR 2022): DINO plus a patch loss against the teacher's aggregate of each patch's
 most similar neighbours.
 
-Follows alinlab/SelfPatch at 81aef14 (specs/selfpatch.md):
+Follows alinlab/SelfPatch at 81aef14 (docs/methods.md, SelfPatch):
 - backbone: no CLS token and no final norm (``backbone_overrides``; ``selfpatch_vision_transformer.py``);
 - aggregator: ``SelfPatchAggregator`` (methods/selfpatch_head.py, ``SelfPatchHead``), then two separate DINO
   heads (lightly's ``DINOProjectionHead``; ``main_selfpatch.py::MultiCropWrapper``): ``cls`` on the image token
@@ -31,8 +31,8 @@ from lightly.models.modules.center import center_mean, center_momentum
 from torch import Tensor, nn
 
 from .backbone import VIT_SIZES, ViTEncoder
-from .base import IncompatiblePairing, Objective, Progress, Views, ViewStrategy, equal_size_runs
-from .dino import build_head_pair, distillation_diagnostics, teacher_temperature
+from .base import IncompatiblePairing, Progress, Views, ViewStrategy, equal_size_runs
+from .dino import DistillationObjective, distillation_diagnostics
 from .registry import MethodSpec, register_method, register_objective
 from .selfpatch_head import MIN_GRID_SIDE, SelfPatchAggregator
 
@@ -46,34 +46,27 @@ def backbone_heads(embed_dim: int) -> int:
 
 
 @register_objective("selfpatch")
-class SelfPatchObjective(Objective):
+class SelfPatchObjective(DistillationObjective):
     """DINO's image-level loss on the aggregator's token + the same-view neighbour-aggregate patch loss."""
 
     min_global_views = 2
     backbone_overrides = {"class_token": False, "final_norm": False}
     eval_readout = "aggregator"
+    frozen_heads = ("cls", "patch")
 
-    def __init__(self, embed_dim: int, *, num_heads: int | None = None, k_num: int = 4, out_dim: int = 65536,
-                 patch_out_dim: int = 4096, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 norm_last_layer: bool = True, use_bn: bool = False, student_temp: float = 0.1,
-                 teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04, warmup_teacher_temp_epochs: int = 0,
-                 center_momentum: float = 0.9, patch_loss_weight: float = 0.1, freeze_last_layer: int = 1):
-        super().__init__(embed_dim)
+    def __init__(self, embed_dim: int, *, num_heads: int | None = None, k_num: int = 4, patch_out_dim: int = 4096,
+                 patch_loss_weight: float = 0.1, **kwargs):
+        super().__init__(embed_dim, **kwargs)
         num_heads = num_heads or backbone_heads(embed_dim)
         if embed_dim % num_heads:
             raise ValueError(f"the aggregator's num_heads ({num_heads}) must divide the embedding width ({embed_dim})")
         aggregators = SelfPatchAggregator(embed_dim, num_heads, k_num), SelfPatchAggregator(embed_dim, num_heads, k_num)
         aggregators[1].load_state_dict(aggregators[0].state_dict())
-        cls_heads = build_head_pair(embed_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer, use_bn,
-                                    freeze_last_layer)
-        patch_heads = build_head_pair(embed_dim, patch_out_dim, hidden_dim, bottleneck_dim, norm_last_layer, use_bn,
-                                      freeze_last_layer)
+        cls_heads, patch_heads = self.head_pair(), self.head_pair(patch_out_dim)
         self.student_heads, self.teacher_heads = (nn.ModuleDict({"aggregator": a, "cls": c, "patch": p})
                                                   for a, c, p in zip(aggregators, cls_heads, patch_heads))
-        self.cls_criterion = DINOLoss(output_dim=out_dim, student_temp=student_temp, center_momentum=1.0)
+        self.cls_criterion = DINOLoss(output_dim=self.out_dim, student_temp=self.student_temp, center_momentum=1.0)
         self.register_buffer("patch_center", torch.zeros(1, patch_out_dim))
-        self.temps = (warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs)
-        self.student_temp, self.center_momentum = student_temp, center_momentum
         self.patch_loss_weight = patch_loss_weight
 
     @classmethod
@@ -107,7 +100,7 @@ class SelfPatchObjective(Objective):
         with torch.no_grad():
             teacher_cls, teacher_patch = self.forward_views(teacher, self.teacher_heads, views.crops, neighbours=True)
         student_cls, student_patch = self.forward_views(student, self.student_heads, views.crops, neighbours=False)
-        temp = teacher_temperature(progress.epoch, progress.total_epochs, *self.temps)
+        temp = self.temperature(progress)
         center = self.cls_criterion.center.clone()
         teacher_globals = teacher_cls[:views.n_global]
         cls_loss = self.cls_criterion(teacher_globals, student_cls, teacher_temp=temp)
@@ -127,10 +120,6 @@ class SelfPatchObjective(Objective):
         patch_mean = center_mean(torch.cat([t.flatten(0, 1) for t in teacher_patch]).float(), dim=(0,))
         self.patch_center.copy_(center_momentum(self.patch_center, patch_mean, self.center_momentum))
 
-    def after_backward(self, progress: Progress) -> None:
-        for name in ("cls", "patch"):
-            self.student_heads[name].cancel_last_layer_gradients(progress.epoch)
-
     def embed(self, backbone: ViTEncoder, heads: nn.Module | None, images: Tensor) -> Tensor:
         """The image token after the aggregator's LN (the teacher's, in evaluation)."""
         assert heads is not None
@@ -140,10 +129,5 @@ class SelfPatchObjective(Objective):
 register_method(MethodSpec(
     name="selfpatch", view="multicrop", objective="selfpatch",
     paper="Yun et al., Patch-level Representation Learning for Self-supervised Vision Transformers, CVPR 2022",
-    view_defaults=dict(n_local=8, global_scale=(0.25, 1.0), local_scale=(0.05, 0.25)),
-    objective_defaults=dict(k_num=4, out_dim=65536, patch_out_dim=4096, norm_last_layer=True, teacher_temp=0.04,
-                            warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=0, patch_loss_weight=0.1,
-                            freeze_last_layer=1),
-    optim_defaults=dict(lr=5e-4, min_lr=1e-6, warmup_epochs=10, weight_decay=0.04, weight_decay_end=0.4,
-                        momentum_teacher=0.996, clip_grad=3.0),
+    view_defaults=dict(global_scale=(0.25, 1.0), local_scale=(0.05, 0.25)),
 ))

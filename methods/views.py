@@ -3,12 +3,15 @@
 ``multicrop`` is DINO's multi-crop (``main_dino.py::DataAugmentationDINO``): two global and N local
 RandomResizedCrops with horizontal flips and DINO's photometric augmentations, run batched on the training device
 with per-sample parameters, and the crop box and flip of every view recorded. ``patchwise`` adds Patch-Wise SSL's
-per-patch photometric augmentation after them (specs/patchwise.md §3).
+per-patch photometric augmentation after them (``image_to_patches.py::PatchAugmentation``). ``CropPipeline`` is
+the crop → photometric → normalise loop that these, ``masked_multicrop``, ``gtsa`` and ``aps`` share, with hooks
+for what each adds.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -20,16 +23,79 @@ from .photometric import PhotometricParams, apply_photometric, blur_kernel_size,
 from .registry import register_view
 
 
+class CropPipeline(ViewStrategy):
+    """The pipeline every view strategy here shares: per view, a crop box (and flip) → resized crop →
+    photometric augmentation → :meth:`after_view`; then :meth:`finish_views` on all views in [0, 1]; then the
+    normalisation; then :meth:`finish_meta` on the recorded geometry.
+
+    Subclasses set ``n_global``/``n_local`` and implement :meth:`view_sizes` and the hooks they change. The hooks
+    draw from the step's generator in a fixed order (geometry plan, then per view: box, flip, photometric, the
+    ``after_view`` draws; then ``finish_views``, then ``finish_meta``), so the views are a pure function of it.
+    """
+
+    interpolation: ClassVar[str] = "bicubic"
+    shared_geometry: bool = False
+
+    def view_sizes(self) -> list[int]:
+        raise NotImplementedError
+
+    def plan(self, batch: int, height: int, width: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Geometry drawn for all views at once, before any view is made (GTSA's overlap-constrained boxes)."""
+        return {}
+
+    def crop_box(self, v: int, plan: dict[str, Tensor], batch: int, height: int, width: int,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """View ``v``'s boxes (B, 4) = (top, left, height, width) in source pixels and flips (B,) bool."""
+        raise NotImplementedError
+
+    def photometric(self, v: int, size: int, batch: int, generator: torch.Generator) -> tuple[PhotometricParams, int]:
+        """View ``v``'s photometric parameters (one row per sample) and blur kernel size."""
+        raise NotImplementedError
+
+    def after_view(self, v: int, view: Tensor, record: dict[str, list[Tensor]], generator: torch.Generator) -> Tensor:
+        """Hook on each augmented view in [0, 1]; may append per-view tensors (B,) to ``record``."""
+        return view
+
+    def finish_views(self, views: list[Tensor], generator: torch.Generator) -> list[Tensor]:
+        """Hook on the augmented views in [0, 1], before normalisation, once every view's geometry is drawn."""
+        return views
+
+    def finish_meta(self, meta: dict[str, Tensor], plan: dict[str, Tensor],
+                    generator: torch.Generator) -> dict[str, Tensor]:
+        """Hook on ``Views.meta`` (the recorded per-view tensors stacked to (B, V, …)) after the views are made."""
+        return meta
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Views:
+        batch, _, height, width = images.shape
+        source = images.float().div_(255)
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        plan = self.plan(batch, height, width, generator)
+        crops: list[Tensor] = []
+        record: dict[str, list[Tensor]] = {"boxes": [], "flips": []}
+        for v, size in enumerate(self.view_sizes()):
+            box, flip = self.crop_box(v, plan, batch, height, width, generator)
+            view = resized_crop(source, box, flip, size, mode=self.interpolation)
+            params, kernel_size = self.photometric(v, size, batch, generator)
+            crops.append(self.after_view(v, apply_photometric(view, params, kernel_size), record, generator))
+            record["boxes"].append(box)
+            record["flips"].append(flip)
+        crops = [(view - mean) / std for view in self.finish_views(crops, generator)]
+        meta = self.finish_meta({key: torch.stack(values, 1) for key, values in record.items()}, plan, generator)
+        return Views(crops=crops, n_global=self.n_global, meta={k: m.to(images.device) for k, m in meta.items()},
+                     shared_geometry=self.shared_geometry)
+
+
 @register_view("multicrop")
-class MultiCropViews(ViewStrategy):
+class MultiCropViews(CropPipeline):
     """DINO multi-crop, with boxes (B, V, 4) and flips (B, V) in ``Views.meta``.
 
     Sizes default to the image size (globals) and half of it (locals), the 224/96 ratio of DINO at 32 px
-    (specs/dino.md §9). ``blur_sigma`` is given at DINO's 224 px scale and scaled with each view's size, so the
+    (docs/methods.md, DINO). ``blur_sigma`` is given at DINO's 224 px scale and scaled with each view's size, so the
     blur is the same fraction of the view as in DINO. Per view: blur p (1.0, 0.1, 0.5 for locals) and solarize p
     (0, 0.2, 0 for locals), as DINO.
 
-    ``same_batch_geometry`` reproduces the official Patch-Wise main branch (``collate_function``, spec §2.3): one
+    ``same_batch_geometry`` reproduces the official Patch-Wise main branch (``augment.py::collate_function``): one
     draw per view for the whole batch, so every image of a batch gets the same boxes, flips and photometric
     parameters. It makes matching computable once per batch but removes augmentation diversity within a batch
     (B images share one view geometry), which is why per-sample draws are the default.
@@ -55,37 +121,31 @@ class MultiCropViews(ViewStrategy):
         self.solarize_p = list(global_solarize_p) + [local_solarize_p] * n_local
         self.same_batch_geometry = same_batch_geometry
 
+    @property
+    def shared_geometry(self) -> bool:
+        return self.same_batch_geometry
+
     def view_sizes(self) -> list[int]:
         return [self.global_size] * self.n_global + [self.local_size] * self.n_local
 
-    def finish_views(self, views: list[Tensor], generator: torch.Generator) -> list[Tensor]:
-        """Hook on the augmented views in [0, 1], before normalisation, once every view's geometry is drawn."""
-        return views
+    def draws(self, batch: int) -> int:
+        """Independent draws per view: one per sample, or one for the whole batch in same-batch mode."""
+        return 1 if self.same_batch_geometry else batch
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Views:
-        batch, _, height, width = images.shape
-        draws = 1 if self.same_batch_geometry else batch
-        source = images.float().div_(255)
-        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
-        crops, boxes, flips = [], [], []
-        for v, size in enumerate(self.view_sizes()):
-            scale = self.global_scale if v < self.n_global else self.local_scale
-            box = sample_crop_boxes(draws, height, width, scale, self.ratio, generator).expand(batch, 4)
-            flip = (torch.rand(draws, generator=generator) < self.flip_p).expand(batch)
-            view = resized_crop(source, box, flip, size)
-            sigma = tuple(s * size / 224 for s in self.blur_sigma)
-            params = sample_photometric(draws, generator, **self.jitter, blur_p=self.blur_p[v], sigma_range=sigma,
-                                        solarize_p=self.solarize_p[v])
-            if self.same_batch_geometry:
-                params = PhotometricParams(**{f.name: _repeat(getattr(params, f.name), batch)
-                                              for f in fields(params)})
-            crops.append(apply_photometric(view, params, blur_kernel_size(sigma[1], size)))
-            boxes.append(box)
-            flips.append(flip)
-        crops = [(view - mean) / std for view in self.finish_views(crops, generator)]
-        meta = {"boxes": torch.stack(boxes, 1).to(images.device), "flips": torch.stack(flips, 1).to(images.device)}
-        return Views(crops=crops, n_global=self.n_global, meta=meta, shared_geometry=self.same_batch_geometry)
+    def crop_box(self, v: int, plan: dict[str, Tensor], batch: int, height: int, width: int,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        scale = self.global_scale if v < self.n_global else self.local_scale
+        draws = self.draws(batch)
+        box = sample_crop_boxes(draws, height, width, scale, self.ratio, generator).expand(batch, 4)
+        return box, (torch.rand(draws, generator=generator) < self.flip_p).expand(batch)
+
+    def photometric(self, v: int, size: int, batch: int, generator: torch.Generator) -> tuple[PhotometricParams, int]:
+        sigma = tuple(s * size / 224 for s in self.blur_sigma)
+        params = sample_photometric(self.draws(batch), generator, **self.jitter, blur_p=self.blur_p[v],
+                                    sigma_range=sigma, solarize_p=self.solarize_p[v])
+        if self.same_batch_geometry:
+            params = PhotometricParams(**{f.name: _repeat(getattr(params, f.name), batch) for f in fields(params)})
+        return params, blur_kernel_size(sigma[1], size)
 
 
 def _repeat(draw: Tensor, batch: int) -> Tensor:
@@ -99,7 +159,7 @@ class PatchWiseViews(MultiCropViews):
 
     Follows ``alijavidani/dino@imagenet100-patch_augmentation`` (``image_to_patches.py::PatchAugmentation``):
     every ViT patch of every view, globals and locals, gets its own random jitter/blur/sharpness/posterize, after
-    DINO's image-level augmentations and before normalisation (spec §3). ``patch_augmentation=False`` is the
+    DINO's image-level augmentations and before normalisation. ``patch_augmentation=False`` is the
     official main branch (no per-patch augmentation). In same-batch mode the per-patch draws stay independent
     (inferred: the only code with the per-patch augmentation draws per sample).
     """
@@ -107,7 +167,7 @@ class PatchWiseViews(MultiCropViews):
     def __init__(self, *, patch_augmentation: bool = True, small_patch_blur: str = "replicate", **kwargs):
         super().__init__(**kwargs)
         self.patch_augmentation = patch_augmentation
-        self.small_patch_blur = small_patch_blur  # patches < 3 px: the 1×5 blur's padding (spec §3.1 edge case)
+        self.small_patch_blur = small_patch_blur  # patches < 3 px: the 1×5 blur's padding (patch_photometric.py)
 
     def finish_views(self, views: list[Tensor], generator: torch.Generator) -> list[Tensor]:
         """Every view gets its own per-patch draws; one batched call per run of equal-size views. Drawn after

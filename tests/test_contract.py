@@ -1,8 +1,10 @@
 """Contract tests generated from the registry: every registered method, plugins included, must pass them.
 
 One CPU training step with a tiny ViT on embedded data (digits): a finite loss; a gradient for every student
-parameter that should learn; no gradient for the teacher, which changes only by EMA; identical losses for the
-same seed; evaluation embeddings of the declared shape.
+parameter that should learn; a small step down that gradient lowers the loss on the same batch (so the loss and
+its gradient agree, and the objective learns what it reports); no gradient for the teacher, which changes only by
+EMA; identical losses for the same seed; evaluation embeddings of the declared shape that do not depend on the
+other images of the batch.
 """
 
 from __future__ import annotations
@@ -58,6 +60,34 @@ def test_finite_loss_and_student_gradients(name, images):
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
+def test_a_step_down_the_gradient_lowers_the_loss_on_the_same_batch(name, images):
+    """Same views, same teacher, centres and dropout draws before and after; only the student moves, by 1e-2 along
+    the normalised negative gradient (including the objective's own gradient hooks, e.g. a frozen last layer)."""
+    batch, source = images
+    method = build(name, source)
+    views = method.make_views(batch, view_generator(0, 0))
+    progress = Progress(epoch=1, step=10, total_epochs=5, steps_per_epoch=10)
+    state = {k: v.clone() for k, v in method.state_dict().items()}
+
+    def loss_on_batch():
+        torch.manual_seed(11)  # the same stochastic-depth draws
+        return method.training_step(views, progress)["loss"]
+
+    before = loss_on_batch()
+    before.backward()
+    method.objective.after_backward(progress)
+    params = [p for _, p in method.student_parameters() if p.grad is not None]
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in params))
+    with torch.no_grad():
+        moved = {id(p): p - 1e-2 * p.grad / norm for p in params}
+        method.load_state_dict(state)  # teacher, centres and the student as they were
+        for p in params:
+            p.copy_(moved[id(p)])
+        after = loss_on_batch()
+    assert after < before.detach(), (name, before.item(), after.item())
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
 def test_teacher_changes_only_by_ema(name, images):
     batch, source = images
     method = build(name, source)
@@ -95,5 +125,7 @@ def test_eval_embedding_shape(name, images):
     assert out.shape == (BATCH, encoder.dim)
     assert torch.isfinite(out).all()
     assert not out.requires_grad
+    torch.testing.assert_close(encoder(x[:1]), out[:1], rtol=1e-5, atol=1e-5)  # one image: its own embedding
+    assert not torch.allclose(out[0], out[1])  # different images, different embeddings
     patches = encoder.patches(x)  # the dense evaluations' readout: one token per 4 px patch of the 32 px image
     assert patches.shape[:3] == (BATCH, 8, 8) and torch.isfinite(patches).all() and not patches.requires_grad

@@ -1,8 +1,9 @@
 """Data-parallel pretraining on CPU (gloo, two processes): the same run as one process with the same global batch.
 
 The design (benchmark/ddp.py) makes this exact up to floating-point summation order: both ranks draw the views of
-the whole batch and keep half of the samples each, DDP averages the gradients and the DINO centre update is
-all-reduced. Without either, rank 0 would train on half of each batch and its weights would differ at the 1e-2 level.
+the whole batch and keep half of the samples each, DDP averages the gradients and the centre updates (DINO's, and
+Patch-Wise's per-position centre) are all-reduced. Without either, rank 0 would train on half of each batch and its
+weights would differ at the 1e-2 level.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def test_all_reduce_mean_is_identity_in_one_process():
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("method, centre", [("dino", "objective.criterion.center"), ("patchwise", "objective.center")])
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path, method, centre):
     spec = make_spec(
-        matrix="ddp", method="dino", dataset="digits", seed=3, image_size=32,
+        matrix="ddp", method=method, dataset="digits", seed=3, image_size=32,
         backbone={"size": "pico", "drop_path_rate": 0.0},  # stochastic depth is drawn per rank: off for exactness
         budget={"epochs": 1, "batch_size": 64}, optim={"warmup_epochs": 0}, view_kwargs={"n_local": 2},
         objective_kwargs={"out_dim": 128, "hidden_dim": 64, "bottleneck_dim": 32},
@@ -83,5 +85,5 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     assert one["method"].keys() == two["method"].keys()
     for key, value in one["method"].items():
         torch.testing.assert_close(two["method"][key], value, rtol=1e-4, atol=1e-5, msg=key)
-    # the DINO centre is all-reduced: both equal the single run's, which moved away from zero
-    assert one["method"]["objective.criterion.center"].abs().sum() > 0
+    # the centre is all-reduced: both equal the single run's, which moved away from zero
+    assert one["method"][centre].abs().sum() > 0

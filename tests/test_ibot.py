@@ -1,5 +1,5 @@
 """iBOT: the mask sampler against upstream's loop, the masked-patch loss by hand, the objective against iBOTLoss
-(specs/ibot.md §1.2, §3, §8)."""
+(bytedance/ibot ``loader.py::ImageFolderMask``, ``main_ibot.py::iBOTLoss``)."""
 
 import math
 import random

@@ -1,4 +1,4 @@
-"""Weighted k-NN against hand-computed votes (specs/evaluation-protocols.md §10.1-2)."""
+"""Weighted k-NN against hand-computed votes (facebookresearch/dino ``eval_knn.py::knn_classifier``)."""
 
 import numpy as np
 

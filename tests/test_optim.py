@@ -1,4 +1,5 @@
-"""The trainer's optimisation pieces against DINO's utils.py (specs/dino.md §5, §10)."""
+"""The trainer's optimisation pieces against facebookresearch/dino ``utils.py`` (``cosine_scheduler``,
+``clip_gradients``, ``get_params_groups``)."""
 
 import numpy as np
 import torch

@@ -192,3 +192,27 @@ def test_local_executors_order_and_cancel_evaluations_then_resubmit_only_failed(
     assert RunDir(out / blowup.spec.run_id).stage_status("pretrain")["attempt"] == 2
     assert main(["status", str(path), "--out", str(out)]) == 0
     assert "failed: diverged" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_local_executor_runs_a_healthy_cell_to_its_evaluation(tmp_path, capsys):
+    """Pretraining and k-NN of one healthy cell, each in its own process, as `make demo` runs them."""
+    path = write(tmp_path, MATRIX, ("seeds: [0, 1]", "seeds: [0]"), ("  references: [raw-pixels]\n", ""),
+                 ("    blowup: {optim: {lr: 1.0e+30}}\n", ""))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--executor", "local", "--out", str(out)]) == 0
+    assert "2 jobs submitted" in capsys.readouterr().out
+    matrix = load_matrix(path)
+    [cell] = matrix.cells
+    _, statuses = plan(matrix, out)
+    status = statuses[cell.spec.run_id]
+    assert cell_state(status) == "done" and status["knn"]["time"] > status["pretrain"]["time"]
+    run = RunDir(out / cell.spec.run_id)
+    summary = json.loads(run.train_summary.read_text())
+    assert summary["steps"] == 1347 // 64 and summary["collapsed"] in (True, False)
+    record = json.loads((run.path / "results" / "knn.json").read_text())
+    assert record["method"] == "dino/base" and set(record["provenance"]["jobs"]) == {"pretrain", "knn"}
+    accuracies = [v for k, v in record["metrics"].items() if k.startswith("top1")]
+    assert accuracies and all(0.1 < a <= 1.0 for a in accuracies)  # above chance on 10 digit classes
+    assert main(["run", str(path), "--executor", "local", "--out", str(out)]) == 0  # finished: nothing to submit
+    assert "0 jobs submitted" in capsys.readouterr().out

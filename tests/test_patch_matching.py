@@ -1,6 +1,6 @@
 """Geometric patch matching against a literal per-pair transcription of the official algorithm and hand cases.
 
-The reference (``reference_correspond``) follows specs/patchwise.md §4.1 line by line with Python ``round`` and
+The reference (``reference_correspond``) follows ``augment.py::correspondences`` line by line with Python ``round`` and
 numpy ``floor(linspace)``, one pair at a time, as ``augment.py::correspondences`` does.
 """
 
@@ -159,7 +159,7 @@ def test_matched_centres_are_close_in_the_source_frame():
         ya, xa = centres(boxes[0, i], flips[0, i], m.teacher[i, 1:][valid], 8)
         yb, xb = centres(boxes[1, i], flips[1, i], m.student[i, 1:][valid], 4)
         # Snapping the overlap to each grid moves its ends by up to half a patch per grid, and decimation picks
-        # the nearest-below fine patch: a pair lies within 1.5 coarse-grid patches (a bound, spec §13.8).
+        # the nearest-below fine patch: a pair lies within 1.5 coarse-grid patches (a bound).
         bound = 1.5 * boxes[1, i, 2] / 4
         assert ((ya - yb).abs() <= bound).all() and ((xa - xb).abs() <= bound).all(), i
 
@@ -176,7 +176,7 @@ def test_floor_linspace_matches_numpy_beyond_the_integer_formula():
 
 
 def test_match_counts_at_the_native_cifar_frame():
-    """Spec §4.5: 32 px frame, patch 4, grids 8/4 with DINO's scales: ≈ 42 of 64 (g–g) and ≈ 12 of 16 (g–l)."""
+    """32 px frame, patch 4, grids 8/4 with DINO's scales: ≈ 42 of 64 (g–g) and ≈ 12 of 16 (g–l)."""
     from patchbench.methods.crops import sample_crop_boxes
     gen = torch.Generator().manual_seed(0)
     n = 5000

@@ -1,9 +1,10 @@
-"""Per-patch photometric augmentation (specs/patchwise.md §3, §13.12): batched ops against torchvision cell by cell."""
+"""Per-patch photometric augmentation (docs/methods.md, Patch-Wise SSL): batched ops against torchvision cell by cell
+(benchmark/patch_photometric_reference.py)."""
 
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from patch_photometric_reference import reference_patch_photometric
+from patchbench.benchmark.patch_photometric_reference import reference_patch_photometric
 
 from patchbench.methods.patch_photometric import (BLUR, JITTER, POSTERIZE, SHARPNESS, PatchPhotometricParams,
                                                   apply_patch_photometric, from_cells, jitter_, patch_photometric,

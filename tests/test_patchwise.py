@@ -1,4 +1,5 @@
-"""The Patch-Wise objective against explicit loops over view pairs and matched tokens (specs/patchwise.md §13)."""
+"""The Patch-Wise objective against explicit loops over view pairs and matched tokens, with zero, per-position and
+shared centres (docs/methods.md#patch-wise-ssl; upstream ``patch_wise_dino.py::DINOLoss``)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,12 @@ def build(source, seed=0, view_kwargs=None, **objective_kwargs):
     return build_method(choice, backbone, source.mean, source.std)
 
 
-def explicit_loss(method, views, variant="mean", cls_weight=0.9, temp=0.04):
-    """Project every token, then loop over pairs, samples and the reference matcher's token pairs."""
+def explicit_loss(method, views, variant="mean", cls_weight=0.9, temp=0.04, centre=None):
+    """Project every token, then loop over pairs, samples and the reference matcher's token pairs.
+
+    centre: None (zero), (T, K) one row per teacher token position, or (2, K) the CLS row and one shared patch row.
+    """
+    centre_of = lambda i: 0.0 if centre is None else centre[i if len(centre) > 2 else min(i, 1)]
     objective = method.objective
     with torch.no_grad():
         teacher = [objective.teacher_heads["dino"](method.teacher(c)) for c in views.global_crops]
@@ -48,8 +53,8 @@ def explicit_loss(method, views, variant="mean", cls_weight=0.9, temp=0.04):
                 t_ids, s_ids = reference_correspond(
                     tuple(boxes[b, v].int().tolist()), bool(flips[b, v]), views.crops[v].shape[-1] // 4,
                     tuple(boxes[b, u].int().tolist()), bool(flips[b, u]), views.crops[u].shape[-1] // 4)
-                ces = [-(torch.softmax(teacher[v][b, i] / temp, -1) * torch.log_softmax(student[u][b, j] / 0.1, -1))
-                       .sum() for i, j in zip(t_ids, s_ids)]
+                ces = [-(torch.softmax((teacher[v][b, i] - centre_of(i)) / temp, -1)
+                         * torch.log_softmax(student[u][b, j] / 0.1, -1)).sum() for i, j in zip(t_ids, s_ids)]
                 if variant == "mean":
                     per_sample.append(torch.stack(ces).mean())
                 else:
@@ -103,6 +108,26 @@ def test_centre_has_a_row_per_global_token_and_follows_the_ema(digits):
     torch.testing.assert_close(objective.center, 0.1 * logits.mean(0, keepdim=True), rtol=1e-5, atol=1e-6)
     shared = build(source, patch_centre="shared").objective
     assert shared.center.shape == (1, 2, 16)
+
+
+@pytest.mark.parametrize("patch_centre", ["per_position", "shared"])
+def test_loss_and_centre_update_with_a_non_zero_centre_equal_the_explicit_loop(digits, patch_centre):
+    images, source = digits
+    method = build(source, view_kwargs={"patch_augmentation": False}, patch_centre=patch_centre)
+    objective = method.objective
+    rows = 1 + 8 * 8 if patch_centre == "per_position" else 2
+    assert objective.center.shape == (1, rows, 16)
+    objective.center.copy_(torch.randn(1, rows, 16, generator=torch.Generator().manual_seed(4)))
+    before = objective.center[0].clone()
+    views = method.make_views(images, view_generator(0, 2))
+    expected = explicit_loss(method, views, centre=before)
+    torch.testing.assert_close(method.training_step(views, PROGRESS)["loss"], expected, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():  # the batch mean of each position's teacher logits over the globals and the batch
+        position_mean = torch.cat([objective.teacher_heads["dino"](method.teacher(c)) for c in views.global_crops]
+                                  ).mean(0)  # (1 + 64, K)
+    if patch_centre == "shared":  # the CLS row, and one row for the mean over every patch position
+        position_mean = torch.stack([position_mean[0], position_mean[1:].mean(0)])
+    torch.testing.assert_close(objective.center[0], 0.9 * before + 0.1 * position_mean, rtol=1e-5, atol=1e-6)
 
 
 def test_patch_loss_off_is_dino_with_tracked_crops(digits):

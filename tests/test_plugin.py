@@ -1,5 +1,5 @@
 """External plugins (a method, an evaluation), each pip-installed as its own package, are listed and pass the
-contract tests."""
+contract tests; the teacher-less example of docs/plugins.md trains as written."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def contract_tests(test_file: str, name: str, env: dict[str, str]) -> str:
 def test_external_plugin_is_listed_and_passes_contract_tests(tmp_path):
     env = install_example("patchbench-byol", tmp_path)
     assert "byol" in listed_names("methods", env)
-    assert "4 passed" in contract_tests("test_contract.py", "byol", env)
+    assert "5 passed" in contract_tests("test_contract.py", "byol", env)
     assert "byol" not in listed_names("methods")  # without the plugin on the path, it is not there
 
 
@@ -50,3 +50,38 @@ def test_external_evaluation_is_listed_and_passes_contract_tests(tmp_path):
     assert listed_names("evaluations", env) == ["dense", "knn", "linear", "ncm"]
     assert "1 passed" in contract_tests("test_evaluation_contract.py", "ncm", env)
     assert "ncm" not in listed_names("evaluations")
+
+
+RUN_DOC_EXAMPLE = """
+import sys
+from pathlib import Path
+
+from patchbench.benchmark.config import make_spec
+from patchbench.benchmark.store import RunDir
+from patchbench.benchmark.train import pretrain
+from patchbench.methods import build_method, MethodChoice, BackboneConfig
+
+exec(sys.argv[1], {"__name__": "patchbench_simclr"})
+method = build_method(MethodChoice("simclr"), BackboneConfig(size="pico"), (0.5,) * 3, (0.25,) * 3)
+assert method.teacher is None and method.ema_pairs() == [] and method.view.n_local == 0
+spec = make_spec(matrix="doc", method="simclr", dataset="digits", seed=0, image_size=32, backbone={"size": "pico"},
+                 budget={"epochs": 1, "batch_size": 128}, objective_kwargs={"hidden_dim": 64, "out_dim": 32},
+                 runtime={"device": "cpu", "log_every": 5})
+assert spec.optim.weight_decay == 1e-6 and spec.optim.lr == 5e-4
+run = RunDir(Path(sys.argv[2]))
+run.write_spec(spec)
+summary = pretrain(spec, run)
+print("SUMMARY", summary["collapsed"], sorted(summary["final"]))
+"""
+
+
+@pytest.mark.slow
+def test_the_teacher_less_example_of_the_plugin_docs_trains(tmp_path):
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    section = text.split("## A teacher-less example")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    done = subprocess.run([sys.executable, "-c", RUN_DOC_EXAMPLE, code, str(tmp_path / "run")], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "SUMMARY not measured ['loss', 'lr', 'wd', 'z_std']" in done.stdout, done.stdout[-2000:]
+    assert "collapse not measured: objective 'simclr' returns no 'kl'" in done.stderr

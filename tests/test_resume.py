@@ -1,4 +1,5 @@
-"""A run killed mid-epoch (SIGKILL, not a flag) resumes and continues exactly as an uninterrupted run."""
+"""A run killed mid-epoch (SIGKILL, not a flag) resumes and continues exactly as an uninterrupted run: DINO, and
+Patch-Wise, whose per-position centre and per-sample view geometry must come back exactly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from patchbench.benchmark.config import make_spec
 from patchbench.benchmark.store import RunDir
@@ -20,9 +22,9 @@ def losses(run: RunDir) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in map(json.loads, run.train_log.read_text().splitlines())]
 
 
-def spec(tmp: Path):
+def spec(tmp: Path, method: str):
     return make_spec(
-        matrix="resume", method="dino", dataset="digits", seed=5, image_size=32,
+        matrix="resume", method=method, dataset="digits", seed=5, image_size=32,
         backbone={"size": "pico"}, budget={"epochs": 2, "batch_size": 64},
         optim={"warmup_epochs": 1}, view_kwargs={"n_local": 2},
         objective_kwargs={"out_dim": 128, "hidden_dim": 64, "bottleneck_dim": 32},
@@ -36,8 +38,9 @@ def train(run: RunDir) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_identical_losses(tmp_path):
-    s = spec(tmp_path)
+@pytest.mark.parametrize("method", ["dino", "patchwise"])
+def test_killed_run_resumes_with_identical_losses(tmp_path, method):
+    s = spec(tmp_path, method)
     steps_per_epoch = 1347 // 64  # digits train split (1347 images), drop_last
     reference, killed = RunDir(tmp_path / "reference"), RunDir(tmp_path / "killed")
     for run in (reference, killed):
@@ -64,3 +67,9 @@ def test_killed_run_resumes_with_identical_losses(tmp_path):
 
     assert losses(killed) == losses(reference)
     assert len(losses(reference)) == 2 * steps_per_epoch
+    final = [torch.load(run.checkpoint, weights_only=False)["method"] for run in (reference, killed)]
+    assert final[0].keys() == final[1].keys()
+    for key, value in final[0].items():  # the centres and every weight, bit for bit
+        assert torch.equal(final[1][key], value), key
+    centre = "objective.criterion.center" if method == "dino" else "objective.center"
+    assert final[0][centre].abs().sum() > 0

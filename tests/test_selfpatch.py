@@ -1,14 +1,16 @@
-"""SelfPatch: neighbour tables, top-k by cosine, gradient flow and the loss against main_selfpatch.py::DINOLoss
-(specs/selfpatch.md §3, §4, §6, §12)."""
+"""SelfPatch against alinlab/SelfPatch: the neighbour tables (``get_local_index``), top-k by cosine, gradient flow,
+the loss and centres against ``main_selfpatch.py::DINOLoss``, and the aggregator against ``SelfPatchHead`` on copied
+weights (docs/methods.md#selfpatch)."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from patchbench.methods import BackboneConfig, IncompatiblePairing, MethodChoice, Progress, build_method
-from patchbench.methods.selfpatch_head import neighbour_table, top_neighbours
+from patchbench.methods.selfpatch_head import SelfPatchAggregator, neighbour_table, top_neighbours
 
 
 def upstream_local_index(n_patches: int) -> torch.Tensor:
@@ -163,3 +165,148 @@ def test_eval_embedding_is_the_teacher_aggregator_token():
     expected = method.objective.teacher_heads["aggregator"](method.teacher(images))[:, 0]
     torch.testing.assert_close(encoder(images), expected)
     assert encoder.dim == 32 and encoder.readout == "aggregator"
+
+
+# ``selfpatch_vision_transformer.py`` (alinlab/SelfPatch): the aggregator's modules, transcribed (dropouts at 0 and
+# the attention/mask branches, unused by the head, left out).
+
+
+class UpstreamMlp(torch.nn.Module):
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=torch.nn.GELU, drop=0.):
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1 = torch.nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = torch.nn.Linear(hidden_features, out_features)
+        self.drop = torch.nn.Dropout(drop)
+
+    def forward(self, x):
+        x = self.fc1(x)
+        x = self.act(x)
+        x = self.drop(x)
+        x = self.fc2(x)
+        x = self.drop(x)
+        return x
+
+
+class Class_Attention(torch.nn.Module):
+    def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0., proj_drop=0.):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim ** -0.5
+
+        self.q = torch.nn.Linear(dim, dim, bias=qkv_bias)
+        self.k = torch.nn.Linear(dim, dim, bias=qkv_bias)
+        self.v = torch.nn.Linear(dim, dim, bias=qkv_bias)
+        self.attn_drop = torch.nn.Dropout(attn_drop)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.proj_drop = torch.nn.Dropout(proj_drop)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q = self.q(x[:, 0]).unsqueeze(1).reshape(B, 1, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+        k = self.k(x).reshape(B, N, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+
+        q = q * self.scale
+        v = self.v(x).reshape(B, N, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+
+        attn = (q @ k.transpose(-2, -1))
+        attn = attn.softmax(dim=-1)
+        attn = self.attn_drop(attn)
+
+        x_cls = (attn @ v).transpose(1, 2).reshape(B, 1, C)
+        x_cls = self.proj(x_cls)
+        x_cls = self.proj_drop(x_cls)
+        return x_cls
+
+
+class LayerScale_Block_CA(torch.nn.Module):
+    def __init__(self, dim, num_heads, mlp_ratio=4., qkv_bias=False, qk_scale=None, drop=0., attn_drop=0.,
+                 act_layer=torch.nn.GELU, norm_layer=torch.nn.LayerNorm):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = Class_Attention(
+            dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path = torch.nn.Identity()
+        self.norm2 = norm_layer(dim)
+        mlp_hidden_dim = int(dim * mlp_ratio)
+        self.mlp = UpstreamMlp(in_features=dim, hidden_features=mlp_hidden_dim, act_layer=act_layer, drop=drop)
+
+    def forward(self, x, x_cls):
+        u = torch.cat((x_cls, x), dim=1)
+        u_ = self.attn(self.norm1(u))
+        x_cls = x_cls + self.drop_path(u_)
+        x_cls = x_cls + self.drop_path(self.mlp(self.norm2(x_cls)))
+        return x_cls
+
+
+class SelfPatchHead(torch.nn.Module):
+    def __init__(self, in_dim, num_heads, k_num):
+        super().__init__()
+        self.cls_token = torch.nn.Parameter(torch.zeros(1, 1, in_dim))
+        self.cls_blocks = torch.nn.ModuleList([
+            LayerScale_Block_CA(
+                dim=in_dim, num_heads=num_heads, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
+                drop=0.0, attn_drop=0.0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                act_layer=torch.nn.GELU)
+            for i in range(2)])
+        self.norm = partial(torch.nn.LayerNorm, eps=1e-6)(in_dim)
+        self.k_num = k_num
+        self.k_size = 3
+        self.loc224 = upstream_local_index(196)
+        self.loc96 = upstream_local_index(36)
+        self.embed_dim = in_dim
+
+    def forward(self, x, loc=False):
+        cls_tokens = self.cls_token.expand(x.shape[0], -1, -1)
+        if loc:
+            k_size = self.k_size
+            if x.shape[1] == 196:
+                local_idx = self.loc224
+            elif x.shape[1] == 36:
+                if self.k_size == 14:
+                    k_size = 6
+                local_idx = self.loc96
+            else:
+                print(x.shape)
+                assert (False)
+
+            x_norm = torch.nn.functional.normalize(x, dim=-1)
+            sim_matrix = x_norm[:, local_idx] @ x_norm.unsqueeze(2).transpose(-2, -1)
+            top_idx = sim_matrix.squeeze().topk(k=self.k_num, dim=-1)[1].view(-1, self.k_num, 1)
+
+            x_loc = x[:, local_idx].view(-1, k_size**2 - 1, self.embed_dim)
+            x_loc = torch.gather(x_loc, 1, top_idx.expand(-1, -1, self.embed_dim))
+            for i, blk in enumerate(self.cls_blocks):
+                if i == 0:
+                    glo_tokens = blk(x, cls_tokens)
+                    loc_tokens = blk(x_loc, cls_tokens.repeat(x.shape[1], 1, 1))
+                else:
+                    glo_tokens = blk(x, glo_tokens)
+                    loc_tokens = blk(x_loc, loc_tokens)
+            loc_tokens = loc_tokens.view(x.shape)
+            x = self.norm(torch.cat([glo_tokens, loc_tokens], dim=1))
+        else:
+            for i, blk in enumerate(self.cls_blocks):
+                cls_tokens = blk(x, cls_tokens)
+            x = self.norm(torch.cat([cls_tokens, x], dim=1))
+
+        return x
+
+
+@pytest.mark.parametrize("n_patches", [36, 196])  # the two grids upstream's head has tables for
+def test_aggregator_equals_upstream_selfpatch_head_on_copied_weights(n_patches):
+    torch.manual_seed(0)
+    ours = SelfPatchAggregator(32, 4, k_num=4)
+    for p in ours.parameters():  # non-trivial LayerNorm affines and biases, so that every weight is compared
+        torch.nn.init.normal_(p, std=0.2)
+    upstream = SelfPatchHead(32, 4, 4)
+    renamed = {k.replace("query", "cls_token").replace("blocks.", "cls_blocks."): v
+               for k, v in ours.state_dict().items()}
+    upstream.load_state_dict(renamed)
+    patches = torch.randn(3, n_patches, 32)
+    torch.testing.assert_close(ours(patches), upstream(patches), rtol=1e-6, atol=1e-6)
+    # the teacher's path: one query per patch over its 4 most similar neighbours (row order as upstream's view)
+    torch.testing.assert_close(ours.aggregate_neighbours(patches), upstream(patches, loc=True), rtol=1e-6, atol=1e-6)

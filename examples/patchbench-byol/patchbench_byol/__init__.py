@@ -46,6 +46,5 @@ register_method(MethodSpec(
     name="byol", view="multicrop", objective="byol",
     paper="Grill et al., Bootstrap Your Own Latent, NeurIPS 2020 (example plugin)",
     view_defaults=dict(n_local=0),
-    objective_defaults=dict(hidden_dim=4096, out_dim=256),
     optim_defaults=dict(momentum_teacher=0.99, weight_decay=1.5e-6, weight_decay_end=1.5e-6),
 ))
