@@ -151,13 +151,18 @@ def test_bad_matrix_refused(tmp_path, monkeypatch, capsys, case, edit, message):
     assert_refused(subprocess.CompletedProcess([], code, captured.out, captured.err), message, work)
 
 
-SHELL_CASES = ("epochs-negative", "name-escape", "knn-k-zero", "backbone-string")  # every command shares the loader
+COMMANDS = ("run", "run --dry-run", "status", "resubmit --failed")
+# every command shares the loader: each command on the path-escape case, and `run` on a value, a key and a type case
+SHELL_CASES = [(command, "name-escape") for command in COMMANDS] + [
+    ("run", case) for case in ("epochs-negative", "knn-k-zero", "backbone-string")]
+CASES_BY_ID = {c[0]: c for c in MATRIX_CASES}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case, edit, message", [c for c in MATRIX_CASES if c[0] in SHELL_CASES], ids=SHELL_CASES)
-@pytest.mark.parametrize("command", ["run", "run --dry-run", "status", "resubmit --failed"])
-def test_bad_matrix_refused_by_every_command_from_the_shell(tmp_path, command, case, edit, message):
+@pytest.mark.parametrize("command, case", SHELL_CASES,
+                         ids=[f"{c}-{k}".replace(" ", "") for c, k in SHELL_CASES])
+def test_bad_matrix_refused_by_every_command_from_the_shell(tmp_path, command, case):
+    _, edit, message = CASES_BY_ID[case]
     work = corpus_dir(tmp_path)
     old, new = edit
     assert old in BASE, old

@@ -34,13 +34,14 @@ SCORE_CHUNK = 4096
 
 @dataclass(frozen=True)
 class LinearSettings:
-    """``lrs`` × ``weight_decays``: the grid searched on the held-out part (``val_fraction`` of the training split);
+    """``lrs`` × ``weight_decays``: the grid searched on the held-out part (``val_fraction`` of the training split;
+    DINO applies no weight decay, so by default only the learning rate is searched);
     ``epochs`` and ``batch_size``: the probe's training (DINO: 100 epochs); ``standardize``: per-dimension
     standardisation of the features (:class:`.probe.Standardizer`); ``augment``: DINO's crop + flip per epoch instead
     of cached features."""
 
     lrs: tuple[float, ...] = ranged((0.01, 0.1, 1.0, 10.0), above=0, min_items=1)
-    weight_decays: tuple[float, ...] = ranged((0.0, 1e-4), min=0, min_items=1)
+    weight_decays: tuple[float, ...] = ranged((0.0,), min=0, min_items=1)
     epochs: int = ranged(100, min=1)
     batch_size: int = ranged(256, min=1)
     val_fraction: float = ranged(0.1, above=0, max=0.5)
@@ -104,10 +105,14 @@ class LinearProbe(Evaluation):
                labels: np.ndarray, indices: np.ndarray):
         s: LinearSettings = self.settings
 
+        if not s.augment:  # the rows it trains on, standardised once and held in memory for the epochs
+            rows = norm(torch.from_numpy(np.asarray(features[indices], dtype=np.float32)).to(inputs.device))
+            targets = torch.from_numpy(labels[indices]).to(inputs.device)
+
         def cached_batches(epoch: int):
             for batch in shuffled_batches(len(indices), s.batch_size, inputs.seed, epoch):
-                chosen = indices[batch]
-                yield norm(torch.from_numpy(np.asarray(features[chosen]))), torch.from_numpy(labels[chosen])
+                chosen = torch.from_numpy(batch).to(inputs.device)
+                yield rows[chosen], targets[chosen]
 
         def augmented_batches(epoch: int):
             for x, y in self._augmented_batches(inputs, indices, epoch):
