@@ -57,7 +57,10 @@ def accuracies(logits: Tensor, labels: Tensor, ks: tuple[int, ...]) -> dict[int,
 
 
 def cross_entropy_per_head(logits: Tensor, labels: Tensor) -> Tensor:
-    return F.cross_entropy(logits.transpose(1, 2), labels.expand(len(logits), -1), reduction="none").mean(1)
+    """Each head's mean cross-entropy: logits (G, N, C), labels (N,) → (G,)."""
+    heads, n, classes = logits.shape
+    return F.cross_entropy(logits.reshape(heads * n, classes), labels.repeat(heads), reduction="none").view(
+        heads, n).mean(1)
 
 
 @register_evaluation("linear")
