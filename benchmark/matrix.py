@@ -76,15 +76,17 @@ class Matrix:
     cells: list[Cell]
     ablations: dict[str, dict[str, Any]]  # declared overrides, for the fairness check of collected runs
     report: dict[str, Any] | None = None  # the validated ``report:`` section (reports/layout.py), for ``report``
+    file: str | None = None  # the matrix file it was loaded from, as given
 
     @property
     def specs(self) -> list[RunSpec]:
         return [c.spec for c in self.cells]
 
     def declaration(self) -> dict[str, Any]:
-        """What ``results/<name>/matrix.json`` keeps: the declared ablations, the cells' run ids and the report
-        layout."""
-        return {"name": self.name, "ablations": self.ablations, "run_ids": [c.spec.run_id for c in self.cells],
+        """What ``results/<name>/matrix.json`` keeps: the matrix file, the declared ablations, the cells' run ids
+        and the report layout."""
+        return {"name": self.name, "file": self.file, "ablations": self.ablations,
+                "run_ids": [c.spec.run_id for c in self.cells],
                 **({"report": self.report} if self.report is not None else {})}
 
 
@@ -215,7 +217,7 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
         layout = parse_layout(raw.get("report"), {c.spec.label for c in cells})
     except LayoutError as err:
         raise ConfigError(f"{path}: {err}") from None
-    return Matrix(name, cells, declared, layout_to_dict(layout))
+    return Matrix(name, cells, declared, layout_to_dict(layout), str(path))
 
 
 def apply_ablation(settings: dict[str, Any], overrides: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:

@@ -77,7 +77,8 @@ def provenance(long: pd.DataFrame, summaries: pd.DataFrame) -> list[tuple[str, A
     """The distinct code versions, package versions, hosts and devices behind the records."""
     rows: list[tuple[str, Any]] = []
     for column, name in (("prov_git_sha", "git SHA"), ("prov_git_dirty", "uncommitted changes"),
-                         ("prov_python", "python"), ("prov_host", "hosts")):
+                         ("prov_python", "python"), ("prov_host", "hosts"),
+                         ("prov_machine", "machines")):
         if column in long:
             rows.append((name, ", ".join(sorted({_text(v) for v in long[column].dropna()}))))
     if "prov_versions" in long:
@@ -146,7 +147,9 @@ def render_html(*, matrix: str, declaration: dict[str, Any], specs: dict[str, di
         '<h2 id="tables">Tables</h2>', *(_table(t) for t in tables),
         '<h2 id="figures">Figures</h2>', *_figures(figures),
         '<h2 id="matrix">Matrix</h2>',
-        f"<p>Name <code>{html.escape(matrix)}</code>; declared ablations:</p>"
+        f"<p>Name <code>{html.escape(matrix)}</code>"
+        + (f", file <code>{html.escape(str(declaration['file']))}</code>" if declaration.get("file") else "")
+        + "; declared ablations:</p>"
         f"<pre>{html.escape(json.dumps(ablations, indent=2, sort_keys=True))}</pre>",
         "<h3>Varied</h3>", _kv_table([(k, ", ".join(v)) for k, v in varied]),
         "<h3>Held fixed</h3>", _kv_table(fixed),

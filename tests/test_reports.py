@@ -477,3 +477,18 @@ def test_runs_left_by_an_earlier_version_of_the_matrix_are_left_out_with_a_warni
                for w in report.warnings)
     text = (folder / "report" / "tables" / "main.md").read_text()
     assert "| dino        | 2       | 49.0 ± 1.4" in text  # seeds 0 and 1: 48.0 and 50.0
+
+
+def test_the_html_report_names_the_matrix_file_and_the_machines(tmp_path):
+    results = copy_fixture(tmp_path)
+    declaration = json.loads((results / "matrix.json").read_text())
+    (results / "matrix.json").write_text(json.dumps({**declaration, "file": "benchmark/matrices/comparison.yaml"}))
+    for path in results.glob(f"*/{RUN_RESULTS_DIR}/*.json"):
+        rec = json.loads(path.read_text())
+        rec["provenance"] = {**rec["provenance"], "git_sha": "0123abc", "machine": "AMD EPYC, 2 of 2 CPUs"}
+        path.write_text(json.dumps(rec))
+    build_report(results, tmp_path / "report", formats={"html"})
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "file <code>benchmark/matrices/comparison.yaml</code>" in page
+    assert "<td><code>git SHA</code></td><td>0123abc</td>" in page
+    assert "<td><code>machines</code></td><td>AMD EPYC, 2 of 2 CPUs</td>" in page
