@@ -160,16 +160,13 @@ class WorkerPool:
     workers: list[Worker] = field(default_factory=list)
 
     def __enter__(self) -> WorkerPool:
+        """Start every worker now, so that they import while the first jobs are prepared."""
         self.log_folder.mkdir(parents=True, exist_ok=True)
+        self.workers = [self._spawn() for _ in range(self.size)]
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def start_workers(self, n: int) -> None:
-        """Start workers until ``n`` (at most ``size``) are alive, so that they import while jobs are prepared."""
-        while len(self.workers) < min(n, self.size):
-            self.workers.append(self._spawn())
 
     def _spawn(self) -> Worker:
         ours, theirs = Pipe()
@@ -189,12 +186,12 @@ class WorkerPool:
         return len(self.busy) < self.size
 
     def assign(self, run_path: str, stage: str, attempt: int) -> Job:
-        """Reserve a worker (starting one if none is free) for a job; :meth:`start` hands it over."""
-        idle = [w for w in self.workers if w.job is None]
-        if not idle:
-            self.start_workers(len(self.workers) + 1)
-            idle = self.workers[-1:]
-        worker = idle[0]
+        """Reserve a free worker for a job (a fresh one in place of a worker that died); :meth:`start` hands the
+        job over."""
+        worker = next((w for w in self.workers if w.job is None), None)
+        if worker is None:
+            worker = self._spawn()
+            self.workers.append(worker)
         worker.jobs_run += 1
         job_id = f"{worker.process.pid}_{worker.jobs_run}"
         worker.job = Job(job_id, run_path, stage, attempt, self.log_folder / f"{job_id}_log.out",
