@@ -14,8 +14,9 @@ checkpoint (``train.py`` resumes exactly).
 Interruption (Ctrl-C, SIGTERM; submitit's own handler would ignore SIGTERM): pretraining checkpoints at the next
 batch boundary and an evaluation stops at once; the stage is recorded as ``failed: interrupted`` and the job exits
 with an error, so the next ``run`` resumes it. Each job holds its stage's lock (``store.RunDir.lock``) for its
-lifetime. On the local executor a job dies with the ``patchbench`` process that started it
-(:func:`die_with_controller`), so no trainer outlives an interrupted or killed ``run``.
+lifetime. On the local executor a job, and the worker process that runs it (``workers.py``), dies with the
+``patchbench`` process that started it (:func:`die_with_controller`), so no trainer outlives an interrupted or killed
+``run``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from tabulate import tabulate
 
 from patchbench.datasets import build_dataset
 
-from .jobs import PretrainJob, eval_job
+from .jobs import CONTROLLER_ENV, PretrainJob, eval_job
 from .matrix import load_matrix
 from .orchestrator import LOCAL_POLL_S, prepare, stages, submission_folder
 from .store import RunDir, run_dir
@@ -57,7 +57,8 @@ def own_time(run: RunDir, stage: str) -> float:
 def through_workers(jobs: list[tuple[RunDir, str]], root: Path, threads: int) -> tuple[float, list[float]]:
     """(seconds until the worker is ready, each job's seen wall time) with one warm worker."""
     started = time.monotonic()
-    with WorkerPool(1, threads, dict(os.environ), submission_folder(root)) as pool:
+    env = {**os.environ, CONTROLLER_ENV: str(os.getpid())}  # the worker dies with this process, as with ``run``
+    with WorkerPool(1, threads, env, submission_folder(root)) as pool:
         while not all(w.ready for w in pool.workers):
             pool.wait(LOCAL_POLL_S)
         startup = time.monotonic() - started

@@ -330,11 +330,10 @@ def run_here(todo: Plan, root: Path, kind: str, echo: Echo, workers: int | None 
 
 @dataclass
 class _Running:
-    """A job handed to the runner, and its cell's stages still to run after it."""
+    """The cell of a job handed to the runner, and the cell's stages still to run after it."""
 
     label: str
     run: RunDir
-    job: Job
     later: list[str]
 
 
@@ -356,7 +355,7 @@ def _run_cells(cells: list[Cell], todo: Plan, root: Path, kind: str, runner: Wor
         job = runner.assign(str(run.path), stage, run.next_attempt(stage))
         run.add_submission(stage, job.job_id, kind, str(job.stderr.parent))
         runner.start(job)
-        running[job.job_id] = _Running(label, run, job, later)
+        running[job.job_id] = _Running(label, run, later)
         ran += 1
 
     while True:
@@ -370,26 +369,26 @@ def _run_cells(cells: list[Cell], todo: Plan, root: Path, kind: str, runner: Wor
         if time.monotonic() > guard.deadline:
             runner.signal_busy(signal.SIGKILL)
         for outcome in runner.wait(LOCAL_POLL_S):
-            job = running.pop(outcome.job.job_id)
-            stage, run, log = job.job.stage, job.run, job.job.stderr
+            entry = running.pop(outcome.job.job_id)
+            stage, run, log = outcome.job.stage, entry.run, outcome.job.stderr
             ended_badly = outcome.error is not None or outcome.exit_code is not None
             if not ended_badly or run.stage_status(stage)["state"] == "done":  # done, even if its worker died after
-                echo(f"{job.label}: {stage} done in {outcome.elapsed_s:.1f} s")
+                echo(f"{entry.label}: {stage} done in {outcome.elapsed_s:.1f} s")
                 if guard.received is not None or stopped:
-                    stopped.append(f"{job.label}: {stage} finished before it could stop")
-                elif job.later:
-                    start(job.label, run, job.later)
+                    stopped.append(f"{entry.label}: {stage} finished before it could stop")
+                elif entry.later:
+                    start(entry.label, run, entry.later)
                 continue
             reason = record_failure(run, outcome, guard.received)
             if guard.received is not None or reason == "interrupted":
                 what = "stopped and recorded as interrupted" if reason == "interrupted" else f"failed: {reason}"
-                stopped.append(f"{job.label}: {signal.Signals(guard.received or signal.SIGINT).name} received; "
+                stopped.append(f"{entry.label}: {signal.Signals(guard.received or signal.SIGINT).name} received; "
                                f"{stage} {what} (log: {log})")
                 continue
-            echo(f"{job.label}: {stage} failed: {reason}: {run.stage_status(stage).get('message', outcome.error)} "
+            echo(f"{entry.label}: {stage} failed: {reason}: {run.stage_status(stage).get('message', outcome.error)} "
                  f"(log: {log})")
             if stage == "pretrain":
-                for evaluation in job.later:
+                for evaluation in entry.later:
                     run.set_stage_state(evaluation, "failed", run.next_attempt(evaluation), reason="cancelled",
                                         message="its pretraining failed")
     if guard.received is not None or stopped:
