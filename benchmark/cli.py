@@ -83,6 +83,7 @@ HEADERS = ["run id", "cell", "dataset", "seed", "state", "stages (job ids)"]
 def cmd_run(args: argparse.Namespace) -> int:
     from .orchestrator import plan, submit
 
+    workers = _workers(args)
     matrix, out = _load(args)
     if args.dry_run:
         todo, statuses = plan(matrix, out, write=False)
@@ -93,8 +94,21 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"({arrays} array{'s' if arrays != 1 else ''} on SLURM), "
               f"{todo.n_jobs - len(todo.pretrain)} evaluations")
         return 0
-    todo = submit(matrix, out, args.executor, "missing", wait_for_jobs=args.wait)
+    todo = submit(matrix, out, args.executor, "missing", wait_for_jobs=args.wait, workers=workers)
     return _summary(matrix, out, todo, args.executor, args.wait)
+
+
+def _workers(args: argparse.Namespace) -> int | None:
+    """``--workers``: an integer >= 1, for the local executor only (None: its default)."""
+    if args.workers is None:
+        return None
+    if args.executor != "local":
+        raise ConfigError(f"--workers sets the local executor's worker processes; drop it, or use --executor local "
+                          f"instead of {args.executor}")
+    if not args.workers.isdigit() or int(args.workers) < 1:
+        raise ConfigError(f"--workers {args.workers} is not allowed; give an integer >= 1 (default: one per usable "
+                          "CPU)")
+    return int(args.workers)
 
 
 def _summary(matrix, out: Path, todo, executor: str, waited: bool) -> int:
@@ -130,8 +144,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_resubmit(args: argparse.Namespace) -> int:
     from .orchestrator import submit
 
+    workers = _workers(args)
     matrix, out = _load(args)
-    todo = submit(matrix, out, args.executor, "failed" if args.failed else "missing", wait_for_jobs=args.wait)
+    todo = submit(matrix, out, args.executor, "failed" if args.failed else "missing", wait_for_jobs=args.wait,
+                  workers=workers)
     return _summary(matrix, out, todo, args.executor, args.wait)
 
 
@@ -184,7 +200,11 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--data-root", default=None)
         if executor:
             c.add_argument("--executor", choices=EXECUTORS, default="local",
-                           help="slurm: submit and return (unless --wait); local/debug: run here, in order")
+                           help="slurm: submit and return (unless --wait); local: run here, cells in parallel on "
+                                "warm worker processes; debug: run here, one job at a time in this process")
+            c.add_argument("--workers", default=None, metavar="N",
+                           help="local executor: worker processes, the usable CPUs split between them as torch "
+                                "threads (default: one per usable CPU, at most one per cell)")
             c.add_argument("--wait", action="store_true", help="on SLURM, wait until every job has ended")
         c.set_defaults(func=func)
         return c

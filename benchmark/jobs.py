@@ -14,8 +14,9 @@ checkpoint (``train.py`` resumes exactly).
 Interruption (Ctrl-C, SIGTERM; submitit's own handler would ignore SIGTERM): pretraining checkpoints at the next
 batch boundary and an evaluation stops at once; the stage is recorded as ``failed: interrupted`` and the job exits
 with an error, so the next ``run`` resumes it. Each job holds its stage's lock (``store.RunDir.lock``) for its
-lifetime. On the local executor a job dies with the ``patchbench`` process that started it
-(:func:`die_with_controller`), so no trainer outlives an interrupted or killed ``run``.
+lifetime. On the local executor a job, and the worker process that runs it (``workers.py``), dies with the
+``patchbench`` process that started it (:func:`die_with_controller`), so no trainer outlives an interrupted or killed
+``run``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .train import Diverged, Preempted, pretrain
 
 PREEMPT_SIGNAL = signal.Signals[f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')}"]  # submitit's default
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-CONTROLLER_ENV = "PATCHBENCH_CONTROLLER_PID"  # set by the orchestrator for jobs of the local executor
+CONTROLLER_ENV = "PATCHBENCH_CONTROLLER_PID"  # set by the orchestrator for the local executor's workers
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -51,12 +52,18 @@ class JobInterrupted(Exception):
     """The job stopped on SIGINT or SIGTERM (after checkpointing, for pretraining)."""
 
 
+_dies_with: str | None = None  # the controller PID this process already dies with
+
+
 def die_with_controller() -> None:
-    """Kill this job (SIGKILL) when the ``patchbench`` process in ``$PATCHBENCH_CONTROLLER_PID`` ends (a pidfd,
-    watched by a thread), and when its parent, submitit's local controller, ends (``PR_SET_PDEATHSIG``)."""
+    """Kill this process (SIGKILL) when the ``patchbench`` process in ``$PATCHBENCH_CONTROLLER_PID`` ends (a pidfd,
+    watched by a thread), and when its parent (that process, or a local worker's) ends (``PR_SET_PDEATHSIG``).
+    Called by every job and by every local worker (``workers.py``); a second call in a process does nothing."""
+    global _dies_with
     pid = os.environ.get(CONTROLLER_ENV)
-    if not pid:
+    if not pid or pid == _dies_with:
         return
+    _dies_with = pid
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     try:
         watched = os.pidfd_open(int(pid))
@@ -119,7 +126,7 @@ class DeferredPreemption:
         self.interrupted: str | None = None  # the name of the SIGINT / SIGTERM received
         self.submitit_handler: Callable | None = None
         current = signal.getsignal(PREEMPT_SIGNAL)
-        if callable(current):  # only inside a submitit job (slurm or local executor)
+        if callable(current):  # only inside a submitit job (on SLURM)
             self.submitit_handler = current
             signal.signal(PREEMPT_SIGNAL, self._request)
 

@@ -4,23 +4,23 @@ Each cell has stages: ``pretrain`` (none for a reference row) and one per evalua
 ledger of its run folder (``store.RunDir``): submissions by the orchestrator, states by the jobs. On SLURM,
 pretraining cells go as job arrays, one per resource class, and each evaluation as a job depending
 ``afterok`` on its cell's pretraining (the cluster cancels it if the pretraining fails); ``run`` returns after
-submitting unless told to wait. On the ``local`` and ``debug`` executors the orchestrator enforces the same order
+submitting unless told to wait. On the ``local`` executor, cells run in parallel on warm worker processes
+(``workers.py``), on ``debug`` one job at a time in this process; on both the orchestrator enforces the same order
 itself: a cell's evaluations start after its pretraining succeeded, and are marked cancelled if it failed.
 
-Interrupting a local ``run`` (SIGINT, SIGTERM) asks the running job to stop (pretraining checkpoints first), waits
-for it, records the stage as ``failed: interrupted`` and raises :class:`RunInterrupted`; the next ``run`` resumes
-it. Local jobs die with the ``run`` process (``jobs.die_with_controller``); a stage left ``running`` whose lock no
-live process holds is recorded as ``killed`` the next time the ledger is read, and ``resubmit --failed`` resumes it.
+Interrupting a local ``run`` (SIGINT, SIGTERM) asks the running jobs to stop (pretraining checkpoints first), waits
+for them, records their stages as ``failed: interrupted`` and raises :class:`RunInterrupted`; the next ``run``
+resumes them. Local workers die with the ``run`` process (``jobs.die_with_controller``); a job whose worker dies is
+recorded as ``killed``, and so is a stage left ``running`` whose lock no live process holds, the next time the
+ledger is read; ``resubmit --failed`` resumes it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 import traceback
 import uuid
@@ -35,6 +35,7 @@ from .config import RunSpec
 from .jobs import CONTROLLER_ENV, PretrainJob, eval_job, on_interrupt
 from .matrix import Cell, Matrix
 from .store import RunDir, atomic_write_json, describe_holder, inside, run_dir
+from .workers import Job, Outcome, WorkerPool, default_workers, last_line, threads_per_worker
 
 EXECUTORS = ("debug", "local", "slurm")
 ACTIVE = ("submitted", "running")
@@ -175,14 +176,15 @@ def prepare(matrix: Matrix, root: Path) -> None:
     atomic_write_json(inside(root, root / "matrix.json"), matrix.declaration())
 
 
-def submitit_folder(root: Path) -> Path:
-    """A fresh folder per submission (job ids restart when a cluster's state is wiped: never share one)."""
-    return inside(root, root / "submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}") / "%j"
+def submission_folder(root: Path) -> Path:
+    """A fresh folder per submission for the jobs' logs (and submitit's pickles): job ids restart when a cluster's
+    state is wiped, so never share one."""
+    return inside(root, root / "submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
 
 
 def submit_slurm(todo: Plan, root: Path, name: str, echo: Echo) -> list[submitit.Job]:
     """Pretraining arrays (one per resource class), then evaluations ``afterok`` their cell's pretraining."""
-    folder = submitit_folder(root)
+    folder = submission_folder(root) / "%j"
     jobs, pretrain_ids = [], {}
     classes: dict = defaultdict(list)
     for cell in todo.pretrain:
@@ -217,20 +219,65 @@ def submit_slurm(todo: Plan, root: Path, name: str, echo: Echo) -> list[submitit
 
 
 class RunInterrupted(Exception):
-    """``run`` stopped on SIGINT or SIGTERM after its running job stopped; ``code`` is the exit status to use."""
+    """``run`` stopped on SIGINT or SIGTERM after its running jobs stopped; ``code`` is the exit status to use."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.code = 128 + signum
 
 
-class InterruptGuard:
-    """While a local ``run`` runs: SIGINT/SIGTERM are noted and passed on as SIGTERM to the running job (its own
-    handler checkpoints and stops; submitit's local controller forwards SIGTERM to its tasks)."""
+class InProcess:
+    """The ``debug`` executor: one job at a time, run in this process by submitit's DebugExecutor (so a debugger
+    and prints work as in a script), with the same interface as :class:`workers.WorkerPool`."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path):
+        self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster="debug")
+        self.jobs: dict[str, submitit.Job] = {}
+        self.queued: Job | None = None
+
+    def __enter__(self) -> InProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def has_room(self) -> bool:
+        return self.queued is None
+
+    def assign(self, run_path: str, stage: str, attempt: int) -> Job:
+        job = (self.executor.submit(PretrainJob(), run_path, attempt) if stage == "pretrain"
+               else self.executor.submit(eval_job, run_path, stage, attempt))
+        self.jobs[job.job_id] = job
+        return Job(job.job_id, run_path, stage, attempt, job.paths.stdout, job.paths.stderr)
+
+    def start(self, job: Job) -> None:
+        self.queued = job
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        """Run the queued job here; its outcome. submitit writes no log for an in-process job, so a failure's
+        traceback is written to the job's stderr file, and every failure points at a file."""
+        job, self.queued = self.queued, None
+        if job is None:
+            return []
+        started = time.monotonic()
+        err = self.jobs.pop(job.job_id).exception()
+        if err is not None and not job.stderr.exists():
+            job.stderr.parent.mkdir(parents=True, exist_ok=True)
+            job.stderr.write_text("".join(traceback.format_exception(err)))
+        return [Outcome(job, os.getpid(), error=None if err is None else last_line(err),
+                        elapsed_s=time.monotonic() - started)]
+
+    def signal_busy(self, signum: int) -> None:
+        """Nothing to do: the job runs in this process, and its own handlers got the signal."""
+
+
+class InterruptGuard:
+    """While a local ``run`` runs: SIGINT/SIGTERM are noted and passed on as SIGTERM to the running jobs (their own
+    handlers checkpoint and stop); jobs still running ``STOP_GRACE_S`` later are killed."""
+
+    def __init__(self, runner: WorkerPool | InProcess) -> None:
+        self.runner = runner
         self.received: int | None = None
-        self.job: submitit.Job | None = None
         self.deadline = float("inf")
 
     def __call__(self, signum: int, frame) -> None:
@@ -238,139 +285,117 @@ class InterruptGuard:
         self.received = signum
         if first:
             self.deadline = time.monotonic() + STOP_GRACE_S
-            self.signal_job(signal.SIGTERM)
-
-    def signal_job(self, signum: int) -> None:
-        process = getattr(self.job, "_process", None)
-        if process is not None and process.poll() is None:
-            process.send_signal(signum)
+            self.runner.signal_busy(signal.SIGTERM)
 
 
-def _outcome(job: submitit.Job, guard: InterruptGuard | None = None) -> BaseException | None:
-    if guard is not None:
-        guard.job = job
-    while isinstance(job, submitit.LocalJob) and not job.done():  # finer than submitit's 1 s wait loop
-        if guard is not None and time.monotonic() > guard.deadline:
-            guard.signal_job(signal.SIGKILL)  # its trainer dies with it (PR_SET_PDEATHSIG)
-        time.sleep(LOCAL_POLL_S)
-    try:
-        return job.exception()
-    except submitit.core.utils.UncompletedJobError as err:
-        return err
-
-
-def job_log(job: submitit.Job, err: BaseException | None = None) -> Path:
-    """The job's log file (submitit's stderr file); the debug executor, which runs in this process and writes
-    none, gets the error written there so that every failure points at a file."""
-    log = Path(job.paths.stderr)
-    if not log.exists():
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text("".join(traceback.format_exception(err)) if err is not None else "")
-    return log
-
-
-def record_failure(run: RunDir, stage: str, attempt: int, err: BaseException, interrupted: int | None) -> str:
-    """The failure of a job that ended with ``err``: what the job recorded itself, else what its end says
-    (interrupted by this run; no outcome at all: killed by a signal; else the error). Returns the reason."""
+def record_failure(run: RunDir, outcome: Outcome, interrupted: int | None) -> str:
+    """The failure of a job: what the job recorded itself, else what its end says (interrupted by this run; its
+    worker died: killed; else the error). Returns the reason."""
+    stage, attempt = outcome.job.stage, outcome.job.attempt
     status = run.stage_status(stage)
     if status["state"] == "failed":
         return status["reason"]
     if interrupted is not None:
         reason, message = "interrupted", f"{signal.Signals(interrupted).name}: stopped before it could checkpoint"
-    elif isinstance(err, submitit.core.utils.UncompletedJobError):
-        reason = "killed"
-        message = (f"job process {status.get('pid', '?')} ended without an outcome: killed by a signal (SIGKILL, "
-                   "the out-of-memory killer)")
+    elif outcome.exit_code is not None:
+        code = outcome.exit_code
+        how = f"killed by {signal_name(-code)}" if code < 0 else f"exited with status {code}"
+        if code == -signal.SIGKILL:
+            how += " (the out-of-memory killer, or a user)"
+        reason = "killed" if code < 0 else "error"
+        message = f"worker process {outcome.worker_pid} {how} before the job recorded an outcome"
     else:
-        reason, message = "error", _last_line(err)
+        reason, message = "error", outcome.error
     run.set_stage_state(stage, "failed", attempt, reason=reason, message=message)
     return reason
 
 
-def run_here(todo: Plan, root: Path, kind: str, name: str, echo: Echo) -> int:
-    """Run the plan on this machine, cell by cell: pretraining, then (only if it succeeded) the evaluations.
-    Returns how many jobs ran; raises :class:`RunInterrupted` on SIGINT/SIGTERM once the running job stopped."""
-    guard = InterruptGuard()
-    environment = {CONTROLLER_ENV: str(os.getpid())} if kind == "local" else {}
-    with on_interrupt(guard), _environment(environment):
-        return _run_cells(todo, root, kind, name, echo, guard)
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """``values`` in ``os.environ`` while the body runs (submitit's local executor passes it to its jobs)."""
-    previous = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
-def _sigint_ignored_by_children(kind: str):
-    """Start local jobs with SIGINT ignored (an ignored signal stays ignored across exec, and Python then installs
-    no KeyboardInterrupt handler): Ctrl-C reaches submitit's local controller too, which would otherwise kill the
-    job within a second; the job installs its own handler, and this run passes the interrupt on as SIGTERM."""
-    if kind != "local" or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _run_cells(todo: Plan, root: Path, kind: str, name: str, echo: Echo, guard: InterruptGuard) -> int:
-    ran = 0
-    folder = submitit_folder(root)
+def run_here(todo: Plan, root: Path, kind: str, echo: Echo, workers: int | None = None) -> int:
+    """Run the plan on this machine: on ``local``, cells in parallel on warm worker processes (``workers.py``;
+    ``workers`` of them, default ``workers.default_workers``, at most one per cell), on ``debug`` one job at a
+    time in this process. Each cell runs its pretraining, then (only if it succeeded) its evaluations. Returns how
+    many jobs ran; raises :class:`RunInterrupted` on SIGINT/SIGTERM once the running jobs stopped."""
     cells = list({c.spec.run_id: c for c in [*todo.pretrain, *(c for c, _ in todo.evaluate)]}.values())
-    for i, cell in enumerate(cells, 1):
-        run, spec = run_dir(root, cell.spec), cell.spec
-        label = f"[{i}/{len(cells)}] {spec.label} {spec.dataset} seed {spec.seed} ({spec.run_id})"
-        executor = submitit.AutoExecutor(folder=folder, cluster=kind)
-        executor.update_parameters(timeout_min=cell.pretrain.timeout_min(), name=f"{name}-{spec.run_id}")
-        stages_todo = todo.stages_of(cell)
-        for stage in stages_todo:
-            held = run.holder(stage)
-            if held is not None:
-                echo(f"{label}: skipped: {describe_holder(run, stage, held)}")
-                break
-            echo(f"{label}: {'pretraining' if stage == 'pretrain' else stage}")
-            attempt = run.next_attempt(stage)
-            with _sigint_ignored_by_children(kind):
-                job = (executor.submit(PretrainJob(), str(run.path), attempt) if stage == "pretrain"
-                       else executor.submit(eval_job, str(run.path), stage, attempt))
-            run.add_submission(stage, job.job_id, kind, str(folder))
-            ran += 1
-            err = _outcome(job, guard)
-            if err is None and guard.received is None:
+    folder = submission_folder(root)
+    if kind == "local":
+        size = min(workers or default_workers(), len(cells))
+        runner: WorkerPool | InProcess = WorkerPool(size, threads_per_worker(size),
+                                                    {**os.environ, CONTROLLER_ENV: str(os.getpid())}, folder)
+    else:
+        runner = InProcess(folder)
+    guard = InterruptGuard(runner)
+    with on_interrupt(guard), runner:
+        return _run_cells(cells, todo, root, kind, runner, guard, echo)
+
+
+@dataclass
+class _Running:
+    """The cell of a job handed to the runner, and the cell's stages still to run after it."""
+
+    label: str
+    run: RunDir
+    later: list[str]
+
+
+def _run_cells(cells: list[Cell], todo: Plan, root: Path, kind: str, runner: WorkerPool | InProcess,
+               guard: InterruptGuard, echo: Echo) -> int:
+    running: dict[str, _Running] = {}
+    waiting = list(reversed(cells))
+    stopped: list[str] = []  # what became of each job running when the run was interrupted
+    ran = 0
+
+    def start(label: str, run: RunDir, stages_todo: list[str]) -> None:
+        nonlocal ran
+        stage, *later = stages_todo
+        held = run.holder(stage)
+        if held is not None:
+            echo(f"{label}: skipped: {describe_holder(run, stage, held)}")
+            return
+        echo(f"{label}: {'pretraining' if stage == 'pretrain' else stage}")
+        job = runner.assign(str(run.path), stage, run.next_attempt(stage))
+        run.add_submission(stage, job.job_id, kind, str(job.stderr.parent))
+        runner.start(job)
+        running[job.job_id] = _Running(label, run, later)
+        ran += 1
+
+    while True:
+        while waiting and runner.has_room() and guard.received is None and not stopped:
+            cell = waiting.pop()
+            spec = cell.spec
+            start(f"[{len(cells) - len(waiting)}/{len(cells)}] {spec.label} {spec.dataset} seed {spec.seed} "
+                  f"({spec.run_id})", run_dir(root, spec), todo.stages_of(cell))
+        if not running:
+            break
+        if time.monotonic() > guard.deadline:
+            runner.signal_busy(signal.SIGKILL)
+        for outcome in runner.wait(LOCAL_POLL_S):
+            entry = running.pop(outcome.job.job_id)
+            stage, run, log = outcome.job.stage, entry.run, outcome.job.stderr
+            ended_badly = outcome.error is not None or outcome.exit_code is not None
+            if not ended_badly or run.stage_status(stage)["state"] == "done":  # done, even if its worker died after
+                echo(f"{entry.label}: {stage} done in {outcome.elapsed_s:.1f} s")
+                if guard.received is not None or stopped:
+                    stopped.append(f"{entry.label}: {stage} finished before it could stop")
+                elif entry.later:
+                    start(entry.label, run, entry.later)
                 continue
-            reason = record_failure(run, stage, attempt, err, guard.received) if err is not None else None
+            reason = record_failure(run, outcome, guard.received)
             if guard.received is not None or reason == "interrupted":
-                signum = guard.received or signal.SIGINT
-                what = ("finished before it could stop" if err is None else
-                        f"stopped and recorded as interrupted (log: {job_log(job, err)})")
-                raise RunInterrupted(f"{label}: {signal.Signals(signum).name} received; {stage} {what}; "
-                                     "run the same command again to resume", signum)
-            echo(f"{label}: {stage} failed: {reason}: {run.stage_status(stage).get('message', _last_line(err))} "
-                 f"(log: {job_log(job, err)})")
+                what = "stopped and recorded as interrupted" if reason == "interrupted" else f"failed: {reason}"
+                stopped.append(f"{entry.label}: {signal.Signals(guard.received or signal.SIGINT).name} received; "
+                               f"{stage} {what} (log: {log})")
+                continue
+            echo(f"{entry.label}: {stage} failed: {reason}: {run.stage_status(stage).get('message', outcome.error)} "
+                 f"(log: {log})")
             if stage == "pretrain":
-                for evaluation in stages_todo[1:]:
+                for evaluation in entry.later:
                     run.set_stage_state(evaluation, "failed", run.next_attempt(evaluation), reason="cancelled",
                                         message="its pretraining failed")
-                break
+    if guard.received is not None or stopped:
+        signum = guard.received or signal.SIGINT
+        raise RunInterrupted("\n".join(stopped or [f"{signal.Signals(signum).name} received"])
+                             + "\nrun the same command again to resume", signum)
     return ran
-
-
-def _last_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[-1] if text else type(err).__name__
 
 
 def wait(jobs: list[submitit.Job], echo: Echo, timeout_s: float | None = None) -> None:
@@ -387,8 +412,9 @@ def wait(jobs: list[submitit.Job], echo: Echo, timeout_s: float | None = None) -
 
 
 def submit(matrix: Matrix, root: Path, kind: str, which: str = "missing", wait_for_jobs: bool = False,
-           echo: Echo = print) -> Plan:
-    """Submit (or run, off SLURM) the ``which`` part of the matrix; return what was submitted."""
+           echo: Echo = print, workers: int | None = None) -> Plan:
+    """Submit (or run, off SLURM) the ``which`` part of the matrix; return what was submitted. ``workers``: the
+    local executor's worker processes (default ``workers.default_workers``)."""
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor '{kind}'; choose one of {', '.join(EXECUTORS)}")
     prepare(matrix, root)
@@ -401,7 +427,7 @@ def submit(matrix: Matrix, root: Path, kind: str, which: str = "missing", wait_f
         if wait_for_jobs:
             wait(jobs, echo)
     else:
-        todo.submitted = run_here(todo, root, kind, matrix.name, echo)
+        todo.submitted = run_here(todo, root, kind, echo, workers)
     return todo
 
 

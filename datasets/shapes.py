@@ -9,6 +9,8 @@ checks or smooth noise under a brightness gradient, plus pixel noise, so that ra
 Rendering is vectorised over a batch of scenes: every object is an inside test on a 3× supersampled coordinate
 grid (no loop over pixels), and images are area-downsampled from it (antialiasing). Masks (0 background, c + 1
 for class c, later objects occluding earlier ones) give each pixel the layer covering most of its subsamples.
+Each split is generated once and kept on disk in the dataset cache (``cache.py``), keyed by its size, seed, this
+file's source and numpy's version.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from .base import DatasetSource, ImageSet, Segmentation, Split, register_dataset
+from .cache import cached_arrays, source_digest
 
 CLASSES = ("disc", "square", "triangle", "cross", "ring", "star")
 SIZE = 32
@@ -260,10 +263,22 @@ def generate_shapes(n: int, seed: int) -> tuple[Array, Array, Array]:
     return images, masks, labels.astype(np.int64)
 
 
+def cache_key(split: Split) -> dict:
+    """What a split's arrays depend on: its size and seed, this generator's source (which holds every other
+    setting) and numpy's version (``Generator`` streams may change between versions)."""
+    return {"n": SPLIT_SIZES[split], "seed": SPLIT_SEEDS[split], "generator": source_digest(__file__),
+            "numpy": np.__version__}
+
+
 @lru_cache(maxsize=None)
 def _split(split: Split) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    images, masks, labels = generate_shapes(SPLIT_SIZES[split], SPLIT_SEEDS[split])
-    return torch.from_numpy(images), torch.from_numpy(masks), labels
+    """A split, generated once and kept in the dataset cache (``cache.py``), and in memory for this process."""
+    def generate() -> dict[str, np.ndarray]:
+        images, masks, labels = generate_shapes(SPLIT_SIZES[split], SPLIT_SEEDS[split])
+        return {"images": images, "masks": masks, "labels": labels}
+
+    arrays = cached_arrays(f"shapes-{split}", cache_key(split), generate)
+    return torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["masks"]), arrays["labels"]
 
 
 @register_dataset

@@ -1,4 +1,4 @@
-"""Shared fixtures. `slurm_cluster`: the local Slurm cluster of benchmark/slurm/local-cluster.sh, for `slurm` tests."""
+"""Shared fixtures. `dataset_cache`: a dataset cache folder per session. `slurm_cluster`: the local Slurm cluster of benchmark/slurm/local-cluster.sh, for `slurm` tests."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ from pathlib import Path
 import pytest
 
 CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmark" / "slurm" / "local-cluster.sh"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated datasets (``datasets/cache.py``) go to a folder of this session, not the user's cache; the
+    processes the tests start inherit it."""
+    from patchbench.datasets.cache import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("dataset-cache")
+    os.environ[CACHE_ENV] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

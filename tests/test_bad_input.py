@@ -259,9 +259,14 @@ def test_bad_dataset_files_refused_at_load(tmp_path, kind):
     (("run", "missing.yaml"), "matrix file not found: missing.yaml"),
     (("run", "binary.yaml"), "cannot be read as a YAML text file"),
     (("report", "nowhere"), "no results folder at nowhere"),
-], ids=["matrix-is-folder", "matrix-missing", "matrix-binary", "report-missing-folder"])
+    (("run", "m.yaml", "--workers", "0"), "--workers 0 is not allowed; give an integer >= 1"),
+    (("resubmit", "m.yaml", "--failed", "--executor", "debug", "--workers", "2"),
+     "--workers sets the local executor's worker processes; drop it, or use --executor local instead of debug"),
+], ids=["matrix-is-folder", "matrix-missing", "matrix-binary", "report-missing-folder", "workers-zero",
+        "workers-off-local"])
 def test_bad_arguments(tmp_path, args, message):
     work = corpus_dir(tmp_path)
+    (work / "m.yaml").write_text(BASE)
     (work / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81")
     (work / "adir").mkdir()
     args = tuple(a.replace("{folder}", "adir") for a in args)
@@ -273,5 +278,5 @@ def test_bad_arguments(tmp_path, args, message):
 
 
 def test_the_corpus_holds_at_least_forty_cases():
-    assert len(MATRIX_CASES) + len(DATA_CASES) + 4 >= 40
+    assert len(MATRIX_CASES) + len(DATA_CASES) + 6 >= 40
     assert len({c[0] for c in MATRIX_CASES}) == len(MATRIX_CASES)
