@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .base import DatasetSource, ImageSet, Segmentation, Split, register_dataset
+from .edits import EditedTestSplit
 
 CLASSES = ("disc", "square", "triangle", "cross", "ring", "star")
 SIZE = 32
@@ -267,7 +268,7 @@ def _split(split: Split) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
 
 
 @register_dataset
-class ShapesSource(DatasetSource):
+class ShapesSource(EditedTestSplit, DatasetSource):
     """Label = the class of the largest of 2-4 shapes (disc, square, triangle, cross, ring, star); with masks."""
 
     name: ClassVar[str] = "shapes"
@@ -278,7 +279,7 @@ class ShapesSource(DatasetSource):
     std: ClassVar[tuple[float, float, float]] = (0.2700, 0.2710, 0.2692)
     embedded: ClassVar[bool] = True
     description: ClassVar[str] = "class of the largest of 2-4 shapes on textures, 6 classes, 32 px, masks (embedded)"
-    provides: ClassVar[frozenset[str]] = frozenset({"labels", "masks"})
+    provides: ClassVar[frozenset[str]] = frozenset({"labels", "masks", "copies", "retrieval"})  # datasets/edits.py
     segmentation: ClassVar[Segmentation] = Segmentation(("background", *CLASSES))  # mask value c + 1: class c
 
     def load(self, split: Split) -> ImageSet:
