@@ -103,12 +103,12 @@ def load_encoder(spec: RunSpec, run: RunDir | None, device: torch.device) -> Enc
                    f"checkpoint:{_file_digest(run.checkpoint)}")
 
 
-def _image_batches(data: ImageSet, num_workers: int) -> tuple[int, object]:
+def _image_batches(data: ImageSet, num_workers: int, batch_size: int = EXTRACT_BATCH) -> tuple[int, object]:
     """(number of batches, iterator of uint8 image batches) of a split, in dataset order."""
-    n_batches = -(-len(data) // EXTRACT_BATCH)
+    n_batches = -(-len(data) // batch_size)
     if data.images is not None:
-        return n_batches, (data.images[i:i + EXTRACT_BATCH] for i in range(0, len(data), EXTRACT_BATCH))
-    loader = DataLoader(data, batch_size=EXTRACT_BATCH, shuffle=False, num_workers=num_workers)
+        return n_batches, (data.images[i:i + batch_size] for i in range(0, len(data), batch_size))
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return n_batches, (images for images, _ in loader)
 
 
@@ -151,7 +151,9 @@ class EvalInputs:
 
     @property
     def readout(self) -> str:
-        return self.encoder.global_readout if self.reads == "global" else self.encoder.patch_readout
+        """The declared readout's name; ``global+patches``: both names joined by '+'."""
+        names = {"global": self.encoder.global_readout, "patches": self.encoder.patch_readout}
+        return "+".join(names[part] for part in self.reads.split("+"))
 
     @property
     def resolution(self) -> int:
@@ -179,42 +181,54 @@ class EvalInputs:
         encoder = self.encoder
         return (encoder.global_features if self.reads == "global" else encoder.patch_features)(images).float()
 
-    def cache_key(self, split: Split) -> str:
-        data = self.split(split)
-        identity = {"encoder": self.encoder.identity, "readout": self.readout, "dataset": self.source.name,
-                    "split": split, "images": len(data), "resolution": self.resolution,
-                    "mean": list(self.source.mean), "std": list(self.source.std)}
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-    def cache_path(self, split: Split) -> Path:
-        name = f"{self.readout}-{self.source.name}-{split}-{self.resolution}px-{self.cache_key(split)}.npy"
-        return self.run.path / "features" / name
-
     def features(self, split: Split) -> np.ndarray:
         """The run's features of a split: (N, D) float32 for ``global``, (N, h, w, D) float16 for ``patches``;
         read from the cache (memory-mapped) or extracted into it."""
-        path = self.cache_path(split)
+        return self.cached_features(split, self.split(split), self.readout, self.embed,
+                                    np.float32 if self.reads == "global" else PATCH_DTYPE)
+
+    def cached_features(self, part: str, data: ImageSet, descriptor: str, embed: Embed, dtype=np.float32,
+                        batch_size: int = EXTRACT_BATCH) -> np.ndarray:
+        """``embed`` of normalised images of ``data`` (a split, or a part of a copy-detection or retrieval set named
+        ``part``), cached under the name ``descriptor``; ``batch_size`` 1 reads images of different sizes."""
+        path = self._cache_path(part, data, descriptor)
         if not path.exists():
-            self._extract(split, path)
+            self._extract(data, path, f"{descriptor}-{self.source.name}-{part}-", embed, dtype, batch_size)
         return np.load(path, mmap_mode="r")
 
+    def cache_key(self, split: Split) -> str:
+        return self._cache_key(split, self.split(split), self.readout)
+
+    def cache_path(self, split: Split) -> Path:
+        return self._cache_path(split, self.split(split), self.readout)
+
+    def _cache_key(self, part: str, data: ImageSet, descriptor: str) -> str:
+        identity = {"encoder": self.encoder.identity, "readout": descriptor, "dataset": self.source.name,
+                    "split": part, "images": len(data), "resolution": self.resolution,
+                    "mean": list(self.source.mean), "std": list(self.source.std)}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _cache_path(self, part: str, data: ImageSet, descriptor: str) -> Path:
+        name = f"{descriptor}-{self.source.name}-{part}-{self.resolution}px-{self._cache_key(part, data, descriptor)}"
+        return self.run.path / "features" / f"{name}.npy"
+
     @torch.no_grad()
-    def _extract(self, split: Split, path: Path) -> None:
-        data = self.split(split)
-        n_batches, batches = _image_batches(data, self.spec.runtime.num_workers)
-        first = self.embed(self.normalise(data[0][0].unsqueeze(0)))
-        dtype = np.float32 if self.reads == "global" else PATCH_DTYPE
+    def _extract(self, data: ImageSet, path: Path, prefix: str, embed: Embed, dtype, batch_size: int) -> None:
+        n_batches, batches = _image_batches(data, self.spec.runtime.num_workers, batch_size)
+        first = embed(self.normalise(data[0][0].unsqueeze(0)))
 
         def fill(array: np.ndarray) -> None:
             start = 0
-            bar = tqdm(batches, total=n_batches, desc=f"{self.readout} features of {self.source.name}/{split}",
-                       file=sys.stderr, mininterval=5.0)
-            for images in bar:
-                out = self.embed(self.normalise(images)).cpu().numpy()
+            for images in tqdm(batches, total=n_batches, desc=f"{prefix.rstrip('-')} features", file=sys.stderr,
+                               mininterval=5.0):
+                out = embed(self.normalise(images)).cpu().numpy()
+                if out.shape[1:] != array.shape[1:]:
+                    raise RuntimeError(f"{prefix.rstrip('-')}: image {start} gives features of shape {out.shape[1:]}, "
+                                       f"the first gave {array.shape[1:]}; this readout needs images of one size")
                 array[start:start + len(out)] = out
                 start += len(out)
 
-        for stale in path.parent.glob(f"{self.readout}-{self.source.name}-{split}-*.npy"):
+        for stale in path.parent.glob(f"{prefix}*.npy"):
             stale.unlink()  # features of an earlier checkpoint or setting
         _atomic_memmap(path, (len(data), *first.shape[1:]), dtype, fill)
         self.extracted.append(path)

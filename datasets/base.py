@@ -4,9 +4,10 @@ A source yields ``ImageSet`` splits of fixed-size uint8 RGB images, so that a vi
 at once on the training device. Embedded sources need no files; on-disk sources read a real on-disk format under a
 data root and fail with :class:`DatasetFilesMissing` (naming the expected layout) when the files are absent.
 
-What a source can serve an evaluation is declared in ``provides``: ``labels`` (one class per image) and ``masks``
-(one class per pixel, described by ``segmentation``). An evaluation declares what it needs; a matrix that pairs an
-evaluation with a dataset that cannot serve it is refused when it is loaded.
+What a source can serve an evaluation is declared in ``provides``: ``labels`` (one class per image), ``masks``
+(one class per pixel, described by ``segmentation``), ``copies`` (a copy-detection set, :meth:`DatasetSource.copies`)
+and ``retrieval`` (a retrieval set with ground truth, :meth:`DatasetSource.retrieval`). An evaluation declares what it
+needs; a matrix that pairs an evaluation with a dataset that cannot serve it is refused when it is loaded.
 """
 
 from __future__ import annotations
@@ -94,6 +95,33 @@ class ImageSet(Dataset):
         return self._mask_loader(index)
 
 
+@dataclass(frozen=True)
+class CopyDetectionSet:
+    """A copy-detection benchmark: ``originals`` (the database), ``distractors`` (added to the database, and the set
+    the whitening is learned on), ``queries`` (edited copies), ``subsets`` (the block each query belongs to, e.g.
+    ``strong``) and ``positives`` (per query, the indices of the originals it is a copy of)."""
+
+    originals: ImageSet
+    distractors: ImageSet
+    queries: ImageSet
+    subsets: tuple[str, ...]
+    positives: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class RetrievalSet:
+    """An instance-retrieval benchmark in the revisited Oxford / Paris form: ``database`` images, ``queries``
+    (already cropped to their region of interest) and, per query, the database indices that are ``easy`` and
+    ``hard`` positives and ``junk`` (ignored); ``multiscale``: whether the protocol averages three scales."""
+
+    database: ImageSet
+    queries: ImageSet
+    easy: tuple[np.ndarray, ...]
+    hard: tuple[np.ndarray, ...]
+    junk: tuple[np.ndarray, ...]
+    multiscale: bool = False
+
+
 class DatasetSource(ABC):
     """A registered dataset: its identity, its image statistics, and how to load a split."""
 
@@ -105,7 +133,7 @@ class DatasetSource(ABC):
     embedded: ClassVar[bool]
     description: ClassVar[str]
     layout: ClassVar[str] = ""  # the expected on-disk layout, shown when files are missing
-    provides: ClassVar[frozenset[str]] = frozenset({"labels"})  # what evaluations can read: labels, masks
+    provides: ClassVar[frozenset[str]] = frozenset({"labels"})  # labels, masks, copies, retrieval
     segmentation: ClassVar[Segmentation | None] = None  # set by sources that provide masks
 
     def __init__(self, root: str | Path | None = None):
@@ -129,6 +157,14 @@ class DatasetSource(ABC):
     @abstractmethod
     def load(self, split: Split) -> ImageSet:
         """The split as an :class:`ImageSet`; raises :class:`DatasetFilesMissing` if files are absent."""
+
+    def copies(self) -> CopyDetectionSet:
+        """The copy-detection set of a source that ``provides`` ``copies``."""
+        raise DatasetError(f"dataset '{self.name}' provides no copy-detection set")
+
+    def retrieval(self) -> RetrievalSet:
+        """The retrieval set of a source that ``provides`` ``retrieval``."""
+        raise DatasetError(f"dataset '{self.name}' provides no retrieval set")
 
 
 DATASETS: dict[str, type[DatasetSource]] = {}

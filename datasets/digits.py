@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from .base import DatasetSource, ImageSet, Split, register_dataset
+from .edits import EditedTestSplit
 
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -36,7 +37,7 @@ def split_indices(split: Split) -> np.ndarray:
 
 
 @register_dataset
-class DigitsSource(DatasetSource):
+class DigitsSource(EditedTestSplit, DatasetSource):
     """1797 handwritten digits (1347 train / 450 test), grey replicated to RGB, bilinearly upsampled 8 → 32 px."""
 
     name: ClassVar[str] = "digits"
@@ -46,6 +47,7 @@ class DigitsSource(DatasetSource):
     std: ClassVar[tuple[float, float, float]] = (0.3236, 0.3236, 0.3236)
     embedded: ClassVar[bool] = True
     description: ClassVar[str] = "scikit-learn digits, 8x8 scans upsampled to 32 px RGB, 10 classes (embedded)"
+    provides: ClassVar[frozenset[str]] = frozenset({"labels", "copies", "retrieval"})  # copies: datasets/edits.py
 
     def load(self, split: Split) -> ImageSet:
         images, labels, splits = _digits()

@@ -23,7 +23,11 @@ import numpy as np
 import torch
 
 from .base import DatasetSource, ImageSet, Segmentation, Split, register_dataset
+<<<<<<< HEAD
 from .cache import cached_arrays, source_digest
+=======
+from .edits import EditedTestSplit
+>>>>>>> issue-13
 
 CLASSES = ("disc", "square", "triangle", "cross", "ring", "star")
 SIZE = 32
@@ -282,7 +286,7 @@ def _split(split: Split) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
 
 
 @register_dataset
-class ShapesSource(DatasetSource):
+class ShapesSource(EditedTestSplit, DatasetSource):
     """Label = the class of the largest of 2-4 shapes (disc, square, triangle, cross, ring, star); with masks."""
 
     name: ClassVar[str] = "shapes"
@@ -293,7 +297,7 @@ class ShapesSource(DatasetSource):
     std: ClassVar[tuple[float, float, float]] = (0.2700, 0.2710, 0.2692)
     embedded: ClassVar[bool] = True
     description: ClassVar[str] = "class of the largest of 2-4 shapes on textures, 6 classes, 32 px, masks (embedded)"
-    provides: ClassVar[frozenset[str]] = frozenset({"labels", "masks"})
+    provides: ClassVar[frozenset[str]] = frozenset({"labels", "masks", "copies", "retrieval"})  # datasets/edits.py
     segmentation: ClassVar[Segmentation] = Segmentation(("background", *CLASSES))  # mask value c + 1: class c
 
     def load(self, split: Split) -> ImageSet:

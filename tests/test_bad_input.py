@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from patchbench.benchmark.cli import main
+from search_fixtures import solid, write_copydays, write_revisited
 
 BASE = """\
 name: corpus
@@ -91,6 +92,18 @@ MATRIX_CASES = [
      "unknown dataset 'imagenett'"),
     ("eval-pretrained-on-text", ("{knn: {k: [5], temperature: 0.07}}", "{knn: {pretrained_on: digits}}"),
      "fixed.evaluations.knn.pretrained_on must be a list of dataset names"),
+    ("copydetect-gem-zero", ("{knn: {k: [5], temperature: 0.07}}", "{copydetect: {gem_p: 0}}"),
+     "fixed.evaluations.copydetect: gem_p: 0 is not allowed; give a number > 0"),
+    ("copydetect-whitening-unknown", ("{knn: {k: [5], temperature: 0.07}}", "{copydetect: {whitening: pca}}"),
+     "fixed.evaluations.copydetect: whitening: \"pca\" is not allowed; give one of 'dino', 'centred', 'none'"),
+    ("copydetect-keep-zero", ("{knn: {k: [5], temperature: 0.07}}", "{copydetect: {keep: 0}}"),
+     "fixed.evaluations.copydetect: keep: 0 is not allowed; give an integer >= 1"),
+    ("retrieval-multiscale-text", ("{knn: {k: [5], temperature: 0.07}}", "{retrieval: {multiscale: sometimes}}"),
+     "fixed.evaluations.retrieval: multiscale: \"sometimes\" is not allowed; give true or false or null"),
+    ("copydays-missing", ("{knn: {k: [5], temperature: 0.07}}", "{copydetect: {dataset: copydays}}"),
+     "dataset 'copydays': no original/, strong/, distractors/ folder in data/copydays"),
+    ("roxford-missing", ("{knn: {k: [5], temperature: 0.07}}", "{retrieval: {dataset: roxford5k}}"),
+     "dataset 'roxford5k': data/roxford5k/gnd_roxford5k.pkl and data/roxford5k/jpg not found"),
     ("seeds-bool", ("seeds: [0]", "seeds: [true]"), "vary.seeds must be distinct integers"),
     ("seeds-repeated", ("seeds: [0]", "seeds: [1, 1]"), "vary.seeds must be distinct integers"),
     ("name-dotdot", ("name: corpus", "name: .."), "matrix name '..' is not a plain name"),
@@ -253,6 +266,49 @@ def test_bad_dataset_files_refused_at_load(tmp_path, kind):
     assert not (work / "out").exists()
 
 
+def damage_search_set(kind: str, data: Path) -> tuple[str, str]:
+    """Damage a copy-detection or retrieval set written under ``data``; return (the evaluation block that reads it,
+    the expected message part)."""
+    if kind == "copydays-orphan-query":
+        solid(write_copydays(data) / "strong" / "999901.jpg", (1, 2, 3))
+        return "{copydetect: {dataset: copydays}}", "dataset 'copydays': 1 query image(s) match no original, e.g. " \
+            "data/copydays/strong/999901.jpg"
+    if kind == "copydays-empty-block":
+        (write_copydays(data) / "crops" / "50").mkdir(parents=True)
+        return "{copydetect: {dataset: copydays}}", "dataset 'copydays': no images in data/copydays/crops/50"
+    if kind == "revisited-corrupt-pickle":
+        (write_revisited(data) / "gnd_roxford5k.pkl").write_bytes(b"not a pickle")
+        return "{retrieval: {dataset: roxford5k}}", "dataset 'roxford5k': unreadable ground truth " \
+            "data/roxford5k/gnd_roxford5k.pkl (UnpicklingError"
+    if kind == "revisited-missing-image":
+        (write_revisited(data) / "jpg" / "b.jpg").unlink()
+        return "{retrieval: {dataset: roxford5k}}", "dataset 'roxford5k': 1 image(s) listed in gnd_roxford5k.pkl " \
+            "are missing, e.g. data/roxford5k/jpg/b.jpg"
+    if kind == "revisited-index-outside":
+        base = write_revisited(data)
+        ground_truth = pickle.loads((base / "gnd_roxford5k.pkl").read_bytes())
+        ground_truth["gnd"][1]["hard"] = [4]
+        (base / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(ground_truth))
+        return "{retrieval: {dataset: roxford5k}}", "the gnd of query 1 in data/roxford5k/gnd_roxford5k.pkl lists " \
+            "database indices outside 0..3"
+    raise AssertionError(kind)
+
+
+SEARCH_DATA_CASES = ["copydays-orphan-query", "copydays-empty-block", "revisited-corrupt-pickle",
+                     "revisited-missing-image", "revisited-index-outside"]
+
+
+@pytest.mark.parametrize("kind", SEARCH_DATA_CASES)
+def test_bad_search_set_files_refused_at_load(tmp_path, monkeypatch, capsys, kind):
+    work = corpus_dir(tmp_path)
+    monkeypatch.chdir(work)
+    evaluation, message = damage_search_set(kind, Path("data"))
+    (work / "m.yaml").write_text(BASE.replace("{knn: {k: [5], temperature: 0.07}}", evaluation))
+    code = main(["run", "m.yaml", "--executor", "debug", "--data-root", "data"])
+    captured = capsys.readouterr()
+    assert_refused(subprocess.CompletedProcess([], code, captured.out, captured.err), message, work)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (("run", "{folder}"), "is a folder, not a matrix file"),
@@ -278,5 +334,5 @@ def test_bad_arguments(tmp_path, args, message):
 
 
 def test_the_corpus_holds_at_least_forty_cases():
-    assert len(MATRIX_CASES) + len(DATA_CASES) + 6 >= 40
+    assert len(MATRIX_CASES) + len(DATA_CASES) + len(SEARCH_DATA_CASES) + 6 >= 40
     assert len({c[0] for c in MATRIX_CASES}) == len(MATRIX_CASES)

@@ -11,8 +11,10 @@ def test_builtin_evaluations_are_listed(capsys):
 
     assert main(["evaluations"]) == 0
     rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()[2:]}
-    assert set(rows) >= {"knn", "linear", "dense"}
+    assert set(rows) >= {"knn", "linear", "dense", "copydetect", "retrieval"}
     assert "| patches " in rows["dense"] and "| masks " in rows["dense"] and "| labels " in rows["linear"]
+    assert "| global+patches " in rows["copydetect"] and "| copies " in rows["copydetect"]
+    assert "| retrieval " in rows["retrieval"]
 
 
 def test_duplicate_names_and_incomplete_declarations_are_refused():

@@ -47,7 +47,7 @@ def test_external_plugin_is_listed_and_passes_contract_tests(tmp_path):
 @pytest.mark.slow
 def test_external_evaluation_is_listed_and_passes_contract_tests(tmp_path):
     env = install_example("patchbench-ncm", tmp_path)
-    assert listed_names("evaluations", env) == ["dense", "knn", "linear", "ncm"]
+    assert listed_names("evaluations", env) == ["copydetect", "dense", "knn", "linear", "ncm", "retrieval"]
     assert "1 passed" in contract_tests("test_evaluation_contract.py", "ncm", env)
     assert "ncm" not in listed_names("evaluations")
 

@@ -2,7 +2,8 @@
 
 An evaluation is a class registered with :func:`register_evaluation`. It declares its settings (a frozen dataclass
 whose fields are the keys a matrix may set under ``fixed.evaluations.<name>``), what it reads (the method's global
-readout or its patch-token map) and what the evaluation dataset must provide (``labels``, ``masks``); ``run`` gets
+readout, its patch-token map, or both) and what the evaluation dataset must provide (``labels``, ``masks``,
+``copies``, ``retrieval``); ``run`` gets
 an :class:`~patchbench.benchmark.features.EvalInputs` (cached features, labels, masks, the encoder) and returns an
 :class:`EvalResult`. The harness turns that into one result record per (run, evaluation), shared by every
 evaluation. Probe hyper-parameters are chosen on a held-out part of the training split, never on the test split.
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "patchbench.evaluations"
 
-Reads = Literal["global", "patches"]
+Reads = Literal["global", "patches", "global+patches"]
+READS = ("global", "patches", "global+patches")
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ def register_evaluation(name: str):
         for attribute in ("settings_class", "reads", "needs", "description"):
             if not hasattr(cls, attribute):
                 raise TypeError(f"evaluation '{name}' ({cls.__qualname__}) does not declare '{attribute}'")
-        if cls.reads not in ("global", "patches"):
-            raise TypeError(f"evaluation '{name}': reads must be 'global' or 'patches', got {cls.reads!r}")
+        if cls.reads not in READS:
+            raise TypeError(f"evaluation '{name}': reads must be one of {', '.join(READS)}, got {cls.reads!r}")
         return EVALUATIONS.register(name)(cls)
     return decorator
 
