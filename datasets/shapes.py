@@ -23,11 +23,8 @@ import numpy as np
 import torch
 
 from .base import DatasetSource, ImageSet, Segmentation, Split, register_dataset
-<<<<<<< HEAD
 from .cache import cached_arrays, source_digest
-=======
 from .edits import EditedTestSplit
->>>>>>> issue-13
 
 CLASSES = ("disc", "square", "triangle", "cross", "ring", "star")
 SIZE = 32
