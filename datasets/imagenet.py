@@ -94,14 +94,14 @@ class _ImageNetSource(DatasetSource):
             raise DatasetError(f"dataset '{self.name}': {directory} holds image files but no class folders; sort "
                                "the validation images into <wnid>/ folders (e.g. with the ILSVRC2012 devkit's "
                                "LOC_val_solution.csv), as the layout expects")
-        if missing:
-            raise DatasetError(f"dataset '{self.name}': {len(missing)} of its {len(wnids)} class folders are missing "
-                               f"from {directory}: {_listing(missing)}; extract every class of ILSVRC-2012 there")
         unknown = sorted(present - set(wnids))
         if unknown and self.only_known_folders:
             raise DatasetError(f"dataset '{self.name}': {len(unknown)} folder(s) of {directory} are not ILSVRC-2012 "
                                f"classes: {_listing(unknown)}; remove them (the 1000 classes are in "
                                "timm.data.ImageNetInfo)")
+        if missing:
+            raise DatasetError(f"dataset '{self.name}': {len(missing)} of its {len(wnids)} class folders are missing "
+                               f"from {directory}: {_listing(missing)}; extract every class of ILSVRC-2012 there")
         names, labels, empty = _list_split(directory, wnids)
         if empty:
             raise DatasetError(f"dataset '{self.name}': {len(empty)} class folder(s) of {directory} hold no image "
