@@ -15,7 +15,6 @@ evaluates at ``Resize(256)`` + ``CenterCrop(224)``; here both read the same cent
 
 from __future__ import annotations
 
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import ClassVar
@@ -42,10 +41,9 @@ def imagenet100_wnids() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
-@cache
 def _list_split(directory: Path, wnids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """(relative paths as bytes, labels, class folders without images) of the ``wnids`` folders of ``directory``;
-    listed once per process (a full ImageNet train split is 1.28 M names)."""
+    """(relative paths as bytes, labels, class folders without images) of the ``wnids`` folders of ``directory``
+    (one ``os.scandir`` per class folder: about 1.28 M names for the full train split)."""
     names, labels, empty = [], [], []
     for label, wnid in enumerate(wnids):
         files = image_names(directory / wnid)

@@ -55,7 +55,8 @@ def assert_statistics(source: DatasetSource, images: torch.Tensor) -> None:
 # --- registry -----------------------------------------------------------------------------------------------------
 
 def test_registry_holds_the_builtin_sources():
-    assert set(DATASETS) == {"digits", "shapes", "cifar10", "cifar100", "folder", "voc2012", "ade20k"}
+    assert set(DATASETS) == {"digits", "shapes", "cifar10", "cifar100", "folder", "voc2012", "ade20k", "imagenet",
+                             "imagenet100", "coco", "stl10", "stl10-unlabeled"}
 
 
 def test_duplicate_registration_raises():
