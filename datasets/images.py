@@ -8,8 +8,8 @@ training device (``methods/views.py``).
 
 JPEG files are decoded with PIL's ``draft``: libjpeg scales the DCT by 1/2, 1/4 or 1/8 while decoding, to the
 smallest scale that is still at least ``size`` on both sides, and the bilinear resize does the rest. torchvision's
-``pil_loader`` decodes at full size; the pixels differ slightly from a full decode followed by the same resize
-(docs/benchmarks.md, "Loader throughput", has the speed-up).
+``pil_loader`` decodes at full size; the pixels differ slightly from a full decode followed by the same resize.
+It only applies to files at least twice the target size on both sides (docs/benchmarks.md, "Loader throughput").
 """
 
 from __future__ import annotations
