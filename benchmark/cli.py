@@ -80,6 +80,56 @@ def _status_rows(matrix, statuses, todo=None) -> list[tuple]:
 HEADERS = ["run id", "cell", "dataset", "seed", "state", "stages (job ids)"]
 
 
+def _estimate(matrix, todo):
+    """The cost estimate of a plan's jobs (benchmark/cost.py) and the cluster settings it used."""
+    from .cluster import load_cluster_config
+    from .cost import estimate, matrix_costs
+
+    cluster = load_cluster_config()
+    costs = matrix_costs(todo.pretrain, todo.evaluate, matrix.train_sizes, matrix.decoded)
+    num_workers = matrix.cells[0].spec.runtime.num_workers if matrix.cells else None
+    return estimate(costs, cluster.gpu, num_workers), cluster
+
+
+def _gpu_hour_limit(args: argparse.Namespace, cluster) -> float | None:
+    limit = args.max_gpu_hours if args.max_gpu_hours is not None else cluster.max_gpu_hours
+    if limit is not None and not limit > 0:
+        raise ConfigError(f"--max-gpu-hours {limit}: give a number of GPU-hours > 0")
+    return limit
+
+
+def _check_budget(matrix, todo, args: argparse.Namespace) -> None:
+    """Refuse to submit a plan estimated above --max-gpu-hours (or the cluster file's max_gpu_hours) without --yes."""
+    from .cluster import load_cluster_config
+
+    limit = _gpu_hour_limit(args, load_cluster_config())
+    if limit is None or args.yes:
+        return
+    est, cluster = _estimate(matrix, todo)
+    if est.gpu_hours > limit:
+        raise ConfigError(f"{matrix.name}: the jobs to submit need an estimated {est.gpu_hours:.1f} GPU-hours "
+                          f"(FLOP-based, {cluster.gpu}), above the limit of {limit:g}; see `patchbench run MATRIX "
+                          "--dry-run`, then add --yes to submit anyway or raise --max-gpu-hours")
+
+
+def _print_estimate(matrix, todo, args: argparse.Namespace) -> None:
+    from .cluster import GPU_TFLOPS
+    from .cost import UTILISATION, hours
+
+    est, cluster = _estimate(matrix, todo)
+    print(f"\nEstimated cost of these jobs: FLOP-based, not measured (backbone FLOPs counted on the meta device; "
+          f"{cluster.gpu} at {UTILISATION:.0%} of its {GPU_TFLOPS[cluster.gpu]:g} dense bf16 TFLOP/s; heads, views "
+          "and probes not counted: benchmark/cost.py)")
+    if est.rows:
+        print(tabulate(est.rows, headers=est.HEADERS, tablefmt="github"))
+    print(f"total: {hours(est.gpu_hours)} GPU-hours; wall time {hours(est.parallel_wall_h)} h with every job running "
+          f"at once, {hours(est.serial_wall_h)} h one job after another"
+          + (f"; {est.cpu_jobs} CPU jobs not estimated" if est.cpu_jobs else ""))
+    limit = _gpu_hour_limit(args, cluster)
+    if limit is not None and est.gpu_hours > limit:
+        print(f"above the limit of {limit:g} GPU-hours: run refuses to submit without --yes")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .orchestrator import plan, submit
 
@@ -93,7 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\n{todo.n_jobs} jobs would be submitted: {len(todo.pretrain)} pretraining "
               f"({arrays} array{'s' if arrays != 1 else ''} on SLURM), "
               f"{todo.n_jobs - len(todo.pretrain)} evaluations")
+        _print_estimate(matrix, todo, args)
         return 0
+    _check_budget(matrix, plan(matrix, out, write=False)[0], args)
     todo = submit(matrix, out, args.executor, "missing", wait_for_jobs=args.wait, workers=workers)
     return _summary(matrix, out, todo, args.executor, args.wait)
 
@@ -142,12 +194,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
-    from .orchestrator import submit
+    from .orchestrator import plan, submit
 
     workers = _workers(args)
     matrix, out = _load(args)
-    todo = submit(matrix, out, args.executor, "failed" if args.failed else "missing", wait_for_jobs=args.wait,
-                  workers=workers)
+    which = "failed" if args.failed else "missing"
+    _check_budget(matrix, plan(matrix, out, which, write=False)[0], args)
+    todo = submit(matrix, out, args.executor, which, wait_for_jobs=args.wait, workers=workers)
     return _summary(matrix, out, todo, args.executor, args.wait)
 
 
@@ -206,12 +259,17 @@ def parser() -> argparse.ArgumentParser:
                            help="local executor: worker processes, the usable CPUs split between them as torch "
                                 "threads (default: one per usable CPU, at most one per cell)")
             c.add_argument("--wait", action="store_true", help="on SLURM, wait until every job has ended")
+            c.add_argument("--max-gpu-hours", type=float, default=None,
+                           help="refuse to submit jobs estimated above this many GPU-hours (default: the cluster "
+                                "file's max_gpu_hours, else no limit; the estimate is in run --dry-run)")
+            c.add_argument("--yes", action="store_true", help="submit even above --max-gpu-hours")
         c.set_defaults(func=func)
         return c
 
     r = matrix_command("run", "submit every cell of a matrix that is not done, running or failed", cmd_run, True)
     r.add_argument("--dry-run", action="store_true",
-                   help="print every cell, its run id, state and the jobs that would be submitted; submit nothing")
+                   help="print every cell, its run id, state, the jobs that would be submitted and their estimated "
+                        "GPU-hours and wall time; submit nothing")
     matrix_command("status", "every cell's state, failure reason and job ids", cmd_status)
     rs = matrix_command("resubmit", "submit the failed (or the missing) cells again", cmd_resubmit, True)
     which = rs.add_mutually_exclusive_group(required=True)

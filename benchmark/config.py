@@ -52,7 +52,7 @@ class RuntimeConfig:
     data_root: str | None = None
     device: str = "auto"
     checkpoint_interval_min: float = ranged(10.0, min=0)  # 0: after every batch
-    num_workers: int = ranged(0, min=0)
+    num_workers: int | None = ranged(None, min=0)  # DataLoader workers; None: from the allocation (loader_workers)
     log_every: int = ranged(20, min=1)
 
 
@@ -77,6 +77,7 @@ class RunSpec:
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
     ablation: str | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    image_size: int | None = None  # the side the dataset is read at (a matrix's fixed.image_size); None: its default
 
     @property
     def label(self) -> str:
@@ -95,6 +96,8 @@ class RunSpec:
         d = to_dict(self)
         for key in ("runtime", "evaluations", "ablation"):
             d.pop(key)
+        if self.image_size is None:  # the source's default size: the run ids of matrices that do not set one
+            d.pop("image_size")
         if self.is_reference:  # nothing is trained: only what the evaluation sees matters
             for key in ("budget", "optim", "view", "objective", "view_kwargs", "objective_kwargs"):
                 d.pop(key)
@@ -144,11 +147,13 @@ def make_spec(*, matrix: str, method: str, dataset: str, seed: int, image_size: 
               backbone: dict | None = None, budget: dict | None = None, optim: dict | None = None,
               view: str | None = None, objective: str | None = None, view_kwargs: dict | None = None,
               objective_kwargs: dict | None = None, runtime: dict | None = None,
-              evaluations: dict[str, dict[str, Any]] | None = None, ablation: str | None = None) -> RunSpec:
-    """Resolve one cell: fill in the method's paper defaults and check every name and key."""
+              evaluations: dict[str, dict[str, Any]] | None = None, ablation: str | None = None,
+              read_size: int | None = None) -> RunSpec:
+    """Resolve one cell: fill in the method's paper defaults and check every name and key. ``image_size`` is the
+    side of the dataset's images, ``read_size`` the matrix's ``fixed.image_size`` that set it (None if none did)."""
     backbone_cfg = _strict(BackboneConfig, {"img_size": image_size, **(backbone or {})}, "backbone")
     common = dict(matrix=matrix, method=method, dataset=dataset, seed=seed, backbone=backbone_cfg,
-                  evaluations=dict(evaluations or {}), ablation=ablation,
+                  evaluations=dict(evaluations or {}), ablation=ablation, image_size=read_size,
                   runtime=_strict(RuntimeConfig, runtime, "runtime"))
     if method in REFERENCES:
         return RunSpec(**common)
@@ -170,5 +175,5 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
         budget=_strict(BudgetConfig, d.get("budget"), "budget"), optim=_strict(OptimConfig, d.get("optim"), "optim"),
         view=d.get("view"), objective=d.get("objective"), view_kwargs=d.get("view_kwargs") or {},
         objective_kwargs=d.get("objective_kwargs") or {}, evaluations=d.get("evaluations") or {},
-        ablation=d.get("ablation"),
+        ablation=d.get("ablation"), image_size=d.get("image_size"),
         runtime=_strict(RuntimeConfig, d.get("runtime"), "runtime"))

@@ -39,7 +39,7 @@ from patchbench.methods import ViTEncoder
 
 from .config import RunSpec
 from .store import RunDir
-from .train import build_for_spec
+from .train import build_for_spec, loader_workers
 
 EXTRACT_BATCH = 128  # images per forward (DINO's eval_knn.py per-GPU batch)
 PATCH_DTYPE = np.float16  # patch-token maps are large: half precision on disk (global features stay float32)
@@ -137,7 +137,8 @@ class EvalInputs:
         self.run = run
         self.reads = reads
         self.device = device
-        self.source: DatasetSource = build_dataset(dataset, spec.runtime.data_root)
+        self.source: DatasetSource = build_dataset(dataset, spec.runtime.data_root,
+                                                   spec.image_size if dataset == spec.dataset else None)
         self._splits: dict[str, ImageSet] = {}
         self.extracted: list[Path] = []  # cache files this evaluation had to write (tests and benchmarks read it)
 
@@ -214,7 +215,7 @@ class EvalInputs:
 
     @torch.no_grad()
     def _extract(self, data: ImageSet, path: Path, prefix: str, embed: Embed, dtype, batch_size: int) -> None:
-        n_batches, batches = _image_batches(data, self.spec.runtime.num_workers, batch_size)
+        n_batches, batches = _image_batches(data, loader_workers(self.spec.runtime.num_workers), batch_size)
         first = embed(self.normalise(data[0][0].unsqueeze(0)))
 
         def fill(array: np.ndarray) -> None:
@@ -243,7 +244,8 @@ class EvalInputs:
         if not path.exists():
             def fill(array: np.ndarray) -> None:
                 start = 0
-                loader = DataLoader(_Masks(data), batch_size=EXTRACT_BATCH, num_workers=self.spec.runtime.num_workers)
+                loader = DataLoader(_Masks(data), batch_size=EXTRACT_BATCH,
+                                    num_workers=loader_workers(self.spec.runtime.num_workers))
                 for batch in tqdm(loader, desc=f"masks of {self.source.name}/{split}", file=sys.stderr,
                                   mininterval=5.0):
                     array[start:start + len(batch)] = batch.numpy()

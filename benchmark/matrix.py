@@ -4,6 +4,7 @@
 name: demo                   # results go to results/<name>
 fixed:                       # held fixed across every cell
   dataset: shapes            # or vary.datasets (a key may not be both fixed and varied)
+  image_size: 224            # optional: the side images are read at (sources read from files; default per source)
   backbone: {size: nano, patch_size: 4}
   budget: {epochs: 30, batch_size: 128}
   evaluations:               # registered evaluations (patchbench evaluations) and their settings
@@ -33,18 +34,20 @@ for fairness (:mod:`.fairness`), before anything runs; the message names the pro
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from patchbench.datasets import DatasetSource, build_dataset
+from patchbench.datasets import DATA_ROOT_ENV, DatasetError, DatasetSource, build_dataset
 from patchbench.methods import METHODS, OBJECTIVES, VIEWS, BackboneConfig, did_you_mean, resolve_choice
 from patchbench.methods.build import MethodChoice
 from patchbench.reports.layout import LayoutError, layout_to_dict, parse_layout
 
+from .cluster import load_cluster_config
 from .config import REFERENCES, BudgetConfig, ConfigError, OptimConfig, RunSpec, RuntimeConfig, _strict, make_spec
 from .evaluate import resolve_evaluations
 from .evaluations import EVALUATIONS
@@ -52,7 +55,7 @@ from .fairness import check_fair
 from .resources import SLURM_KEYS, SlurmResources, eval_resources, resources
 
 TOP_KEYS = ("name", "fixed", "vary", "methods", "slurm", "runtime", "report")
-FIXED_KEYS = ("dataset", "backbone", "budget", "evaluations")
+FIXED_KEYS = ("dataset", "image_size", "backbone", "budget", "evaluations")
 VARY_KEYS = ("methods", "references", "datasets", "seeds", "ablations")
 BOTH_WAYS = {"dataset": "datasets"}  # fixed key -> its vary key
 METHOD_KEYS = ("view", "objective", "view_kwargs", "objective_kwargs", "optim", "slurm")
@@ -77,6 +80,8 @@ class Matrix:
     ablations: dict[str, dict[str, Any]]  # declared overrides, for the fairness check of collected runs
     report: dict[str, Any] | None = None  # the validated ``report:`` section (reports/layout.py), for ``report``
     file: str | None = None  # the matrix file it was loaded from, as given
+    train_sizes: dict[str, int] = field(default_factory=dict)  # training images per pretraining dataset
+    decoded: frozenset[str] = frozenset()  # pretraining datasets decoded image by image (DataLoader workers)
 
     @property
     def specs(self) -> list[RunSpec]:
@@ -180,11 +185,23 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
     runtime = dict(raw.get("runtime") or {})
     if data_root is not None:
         runtime["data_root"] = data_root
-    sources = {d: build_dataset(d, runtime.get("data_root")) for d in datasets}
-    train_sizes = {}
+    elif runtime.get("data_root") is None and DATA_ROOT_ENV not in os.environ:
+        runtime["data_root"] = load_cluster_config().data_root
+    image_size = fixed.get("image_size")
+    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1):
+        raise ConfigError(f"{path}: fixed.image_size: {image_size!r} is not allowed; give the side in pixels the "
+                          "training images are read at, an integer >= 1 (e.g. 224)")
+    try:
+        sources = {d: build_dataset(d, runtime.get("data_root"), image_size) for d in datasets}
+    except DatasetError as err:
+        raise ConfigError(f"{path}: fixed.image_size: {err}") from None
+    train_sizes, decoded = {}, set()
     for dataset, source in sources.items():
         source.check()
-        train_sizes[dataset] = len(source.load("train"))  # opens and validates the files (cheap: no decoding)
+        train = source.load("train")  # opens and validates the files (cheap: no decoding)
+        train_sizes[dataset] = len(train)
+        if train.images is None:
+            decoded.add(dataset)
         source.load("test")
 
     cells = []
@@ -206,6 +223,7 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
                 for seed in seeds:
                     spec = make_spec(
                         matrix=name, method=method, dataset=dataset, seed=int(seed), image_size=source.image_size,
+                        read_size=image_size,
                         backbone=cell["backbone"], budget=cell["budget"],
                         optim=cell.get("optim"), view=cell.get("view"), objective=cell.get("objective"),
                         view_kwargs=cell.get("view_kwargs"), objective_kwargs=cell.get("objective_kwargs"),
@@ -217,7 +235,7 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
         layout = parse_layout(raw.get("report"), {c.spec.label for c in cells})
     except LayoutError as err:
         raise ConfigError(f"{path}: {err}") from None
-    return Matrix(name, cells, declared, layout_to_dict(layout), str(path))
+    return Matrix(name, cells, declared, layout_to_dict(layout), str(path), train_sizes, frozenset(decoded))
 
 
 def apply_ablation(settings: dict[str, Any], overrides: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:

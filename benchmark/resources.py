@@ -12,6 +12,7 @@ from typing import Any
 
 from patchbench.methods.typecheck import ranged
 
+from .cluster import load_cluster_config
 from .config import ConfigError, _strict
 
 SLURM_KEYS = ("partition", "gpus_per_node", "nodes", "cpus_per_task", "mem", "time", "account", "qos", "constraint")
@@ -40,9 +41,15 @@ class SlurmResources:
         return parse_mem_gb(self.mem)
 
     def executor_parameters(self) -> dict[str, Any]:
-        """``AutoExecutor.update_parameters`` keywords."""
+        """``AutoExecutor.update_parameters`` keywords, with the cluster file's prologue lines and srun arguments
+        (``cluster.py``)."""
         params: dict[str, Any] = dict(timeout_min=self.timeout_min(), nodes=self.nodes, mem_gb=self.mem_gb(),
                                       tasks_per_node=self.tasks_per_node, cpus_per_task=self.cpus_per_task)
+        cluster = load_cluster_config()
+        if cluster.setup:
+            params["slurm_setup"] = list(cluster.setup)
+        if cluster.srun_args:
+            params["slurm_srun_args"] = list(cluster.srun_args)
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
         for key in ("partition", "account", "qos", "constraint"):

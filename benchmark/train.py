@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -74,22 +75,33 @@ def view_generator(seed: int, batch_index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
 
 
-def batches(data: ImageSet, order: np.ndarray, batch_size: int, start: int, num_workers: int) -> Iterator[torch.Tensor]:
-    """uint8 image batches of the epoch ``order``, from batch ``start`` on (drop_last, as DINO)."""
+def loader_workers(configured: int | None) -> int:
+    """DataLoader worker processes of this process: ``runtime.num_workers`` when set; else, in a SLURM job, one fewer
+    than the CPUs of its task (``SLURM_CPUS_PER_TASK``, the matrix's ``slurm.cpus_per_task``; the training process
+    keeps one); else 0, decoding in the training process."""
+    if configured is not None:
+        return configured
+    return max(int(os.environ.get("SLURM_CPUS_PER_TASK", 1)) - 1, 0)
+
+
+def batches(data: ImageSet, order: np.ndarray, batch_size: int, start: int, num_workers: int,
+            pin_memory: bool = False) -> Iterator[torch.Tensor]:
+    """uint8 image batches of the epoch ``order``, from batch ``start`` on (drop_last, as DINO). On-disk sets are
+    decoded, and brought to their fixed size, in ``num_workers`` DataLoader workers."""
     index = [order[i * batch_size:(i + 1) * batch_size] for i in range(start, len(order) // batch_size)]
     if data.images is not None:
         for idx in index:
             yield data.images[torch.from_numpy(idx)]
         return
     loader = torch.utils.data.DataLoader(data, batch_sampler=index, num_workers=num_workers,
-                                         persistent_workers=False)
+                                         persistent_workers=False, pin_memory=pin_memory)
     for images, _ in loader:
         yield images
 
 
 def build_for_spec(spec: RunSpec, device: torch.device) -> tuple[SSLMethod, Any]:
     """The method of a run (seeded), on ``device``, and its dataset source."""
-    source = build_dataset(spec.dataset, spec.runtime.data_root)
+    source = build_dataset(spec.dataset, spec.runtime.data_root, spec.image_size)
     torch.manual_seed(spec.seed)
     method = build_method(spec.choice(), spec.backbone, source.mean, source.std).to(device)
     return method, source
@@ -212,13 +224,14 @@ def pretrain(spec: RunSpec, run: RunDir, stop: Callable[[], bool] | None = None)
 
     interactive = sys.stderr.isatty() and rank == 0
     bar = tqdm(total=epochs * steps_per_epoch, initial=step, disable=not interactive, desc=spec.method)
+    workers = loader_workers(spec.runtime.num_workers)
     images_seen, started, last_checkpoint = 0, time.perf_counter(), time.monotonic()
     method.train()
     for epoch in range(start_epoch, epochs):
         order = epoch_order(spec.seed, epoch, len(data))
         first = start_batch if epoch == start_epoch else 0
-        for batch_index, images in enumerate(batches(data, order, batch_size, first, spec.runtime.num_workers),
-                                             start=first):
+        for batch_index, images in enumerate(batches(data, order, batch_size, first, workers,
+                                                     pin_memory=device.type == "cuda"), start=first):
             images = images.to(device, non_blocking=True)
             views = method.make_views(images, view_generator(spec.seed, epoch * batches_per_epoch + batch_index))
             views = ddp.shard_views(views, rank, world)
@@ -277,7 +290,6 @@ def summarise(run: RunDir, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # python -m patchbench.benchmark.train RUN_DIR  (resumes if a checkpoint exists)
-    import os
     from pathlib import Path
 
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun-style environment: RANK, WORLD_SIZE, MASTER_ADDR/PORT

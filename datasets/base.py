@@ -135,9 +135,15 @@ class DatasetSource(ABC):
     layout: ClassVar[str] = ""  # the expected on-disk layout, shown when files are missing
     provides: ClassVar[frozenset[str]] = frozenset({"labels"})  # labels, masks, copies, retrieval
     segmentation: ClassVar[Segmentation | None] = None  # set by sources that provide masks
+    resizable: ClassVar[bool] = False  # whether a matrix may set the size the images are read at (fixed.image_size)
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, image_size: int | None = None):
         self.root = Path(root) if root is not None else default_data_root()
+        if image_size is not None and image_size != type(self).image_size:
+            if not self.resizable:
+                raise DatasetError(f"dataset '{self.name}' is read at a fixed {type(self).image_size} px; remove "
+                                   f"image_size ({image_size}) or use a dataset read from image files")
+            self.image_size = image_size
 
     def expected_path(self) -> Path | None:
         """Where the files are expected (None for embedded sources)."""
@@ -178,12 +184,13 @@ def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:
     return cls
 
 
-def build_dataset(name: str, root: str | Path | None = None) -> DatasetSource:
-    """Instantiate a registered source by name, with a did-you-mean for unknown names."""
+def build_dataset(name: str, root: str | Path | None = None, image_size: int | None = None) -> DatasetSource:
+    """Instantiate a registered source by name, with a did-you-mean for unknown names; ``image_size`` (None: the
+    source's default) is the side its images are read at."""
     if name not in DATASETS:
         import difflib
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise DatasetError(f"unknown dataset '{name}'.{hint} Known datasets: {', '.join(sorted(DATASETS))}"
                            " (run `patchbench datasets`).")
-    return DATASETS[name](root)
+    return DATASETS[name](root, image_size)

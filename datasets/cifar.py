@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .base import DatasetError, DatasetSource, ImageSet, Split, register_dataset
 
@@ -28,8 +30,24 @@ def read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+@dataclass(frozen=True)
+class Upsampled:
+    """Image ``index`` of in-memory 32 px images, bilinearly resized to ``size`` when it is read (in a DataLoader
+    worker): the upsampled CIFAR of Patch-Wise's ``QCRI_Cifar10`` branch, whose DINO pipeline crops 224/96 views from
+    ``Resize((256, 256))`` of each image, without holding the enlarged set in memory."""
+
+    images: torch.Tensor
+    size: int
+
+    def __call__(self, index: int) -> torch.Tensor:
+        resized = F.interpolate(self.images[index][None].float(), size=(self.size, self.size), mode="bilinear",
+                                align_corners=False)
+        return resized[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
 class _CifarSource(DatasetSource):
-    """A CIFAR release: the folder under the root, the batch files of each split and the label key."""
+    """A CIFAR release: the folder under the root, the batch files of each split and the label key. Read at 32 px,
+    or upsampled to ``fixed.image_size`` (:class:`Upsampled`)."""
 
     folder: ClassVar[str]
     split_files: ClassVar[dict[str, tuple[str, ...]]]
@@ -37,6 +55,7 @@ class _CifarSource(DatasetSource):
     label_key: ClassVar[bytes]
     image_size: ClassVar[int] = 32
     embedded: ClassVar[bool] = False
+    resizable: ClassVar[bool] = True
 
     def expected_path(self) -> Path:
         return self.root / self.folder
@@ -56,9 +75,11 @@ class _CifarSource(DatasetSource):
         if unreadable:
             raise DatasetError(f"dataset '{self.name}': unreadable CIFAR batch file(s): {'; '.join(unreadable)}; "
                                "extract the python-version archive again")
-        images = np.concatenate([images for images, _ in parts])
+        images = torch.from_numpy(np.concatenate([images for images, _ in parts]))
         labels = np.concatenate([labels for _, labels in parts])
-        return ImageSet(labels, images=torch.from_numpy(images))
+        if self.image_size == 32:
+            return ImageSet(labels, images=images)
+        return ImageSet(labels, loader=Upsampled(images, self.image_size))
 
 
 @register_dataset

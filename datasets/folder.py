@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from .base import DatasetError, DatasetSource, ImageSet, Split, register_dataset
+from .images import ImageFiles
 
 
 def class_names(directory: Path) -> list[str]:
@@ -39,16 +38,10 @@ def unreadable_images(paths: tuple[str, ...]) -> list[str]:
     return bad
 
 
-def load_image(paths: tuple[str, ...], size: int, index: int) -> torch.Tensor:
-    """uint8 (3, size, size) RGB image of ``paths[index]``, bilinearly resized to a square."""
-    with Image.open(paths[index]) as image:
-        rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
-
-
 @register_dataset
 class FolderSource(DatasetSource):
-    """Images under ``<root>/folder/{train,test}/<class>/``, loaded lazily and resized to ``image_size`` squares.
+    """Images under ``<root>/folder/{train,test}/<class>/``, decoded lazily and resized to ``image_size`` squares
+    (64 px unless a matrix sets ``fixed.image_size``).
 
     The aspect ratio is not kept (a plain resize to image_size × image_size, as Patch-Wise's official code does with
     ``Resize((256, 256))``). Labels are the indices of the sorted train class names (torchvision ImageFolder).
@@ -62,6 +55,7 @@ class FolderSource(DatasetSource):
     mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)  # ImageNet
     std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
     embedded: ClassVar[bool] = False
+    resizable: ClassVar[bool] = True
     description: ClassVar[str] = "your images in the ImageFolder layout (folder/{train,test}/<class>/), resized square"
     layout: ClassVar[str] = (
         "<data root>/folder/\n"
@@ -69,9 +63,8 @@ class FolderSource(DatasetSource):
         "    test/<class name>/<image files>    (the train class names, or some of them)\n"
         f"image files: {' '.join(IMG_EXTENSIONS)}; labels are the sorted train class names' indices")
 
-    def __init__(self, root: str | Path | None = None, image_size: int = 64):
-        super().__init__(root)
-        self.image_size = image_size
+    def __init__(self, root: str | Path | None = None, image_size: int | None = None):
+        super().__init__(root, image_size)
         self._read_classes()
 
     def _read_classes(self) -> None:
@@ -111,4 +104,5 @@ class FolderSource(DatasetSource):
             raise DatasetError(f"dataset 'folder': {len(bad)} unreadable image file(s): {_listing(bad)}; "
                                "replace or remove them")
         labels = np.array([label for _, label in samples], dtype=np.int64)
-        return ImageSet(labels, loader=partial(load_image, paths, self.image_size))
+        files = ImageFiles("", np.array([p.encode() for p in paths]), self.image_size, centre_crop=False)
+        return ImageSet(labels, loader=files)

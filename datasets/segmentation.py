@@ -25,9 +25,7 @@ import torch
 from PIL import Image
 
 from .base import NO_LABEL, DatasetError, DatasetSource, ImageSet, Segmentation, Split, register_dataset
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .images import IMAGENET_MEAN, IMAGENET_STD, fit
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -36,21 +34,10 @@ ADE20K_NUM_CLASSES = 150
 IGNORE_INDEX = 255
 
 
-def _fit(image: Image.Image, size: int, centre_crop: bool, resample: Image.Resampling) -> Image.Image:
-    """A ``size`` × ``size`` image: a plain resize, or a resize of the shorter side followed by a centre crop."""
-    if not centre_crop:
-        return image.resize((size, size), resample)
-    scale = size / min(image.size)
-    width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-    image = image.resize((width, height), resample)
-    left, top = (width - size) // 2, (height - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
 def read_image(paths: tuple[Path, ...], size: int, centre_crop: bool, index: int) -> torch.Tensor:
     """uint8 (3, size, size) RGB image ``paths[index]``, bilinearly resized."""
     with Image.open(paths[index]) as image:
-        fitted = _fit(image.convert("RGB"), size, centre_crop, Image.Resampling.BILINEAR)
+        fitted = fit(image.convert("RGB"), size, centre_crop, Image.Resampling.BILINEAR)
     return torch.from_numpy(np.array(fitted)).permute(2, 0, 1).contiguous()
 
 
@@ -60,7 +47,7 @@ def read_mask(paths: tuple[Path, ...], size: int, centre_crop: bool, reduce_zero
     with Image.open(paths[index]) as mask:
         if mask.mode not in ("P", "L"):
             raise DatasetError(f"{paths[index]}: a mask must be a palette or grey PNG, got mode {mask.mode}")
-        values = np.array(_fit(mask, size, centre_crop, Image.Resampling.NEAREST))
+        values = np.array(fit(mask, size, centre_crop, Image.Resampling.NEAREST))
     if reduce_zero_label:
         values = np.where(values == 0, IGNORE_INDEX, values.astype(np.int16) - 1).astype(np.uint8)
     return torch.from_numpy(values)

@@ -118,6 +118,10 @@ MATRIX_CASES = [
     ("slurm-time-text", ("time: 10", "time: soon"), "slurm.time 'soon': give minutes"),
     ("ablation-budget-text", ("seeds: [0]", "seeds: [0]\n  ablations: {short: {budget: {epochs: few}}}"),
      'vary.ablations.short.budget: epochs: "few" is not allowed'),
+    ("image-size-text", ("dataset: digits", "dataset: digits\n  image_size: big"),
+     "fixed.image_size: 'big' is not allowed; give the side in pixels"),
+    ("image-size-generated-set", ("dataset: digits", "dataset: digits\n  image_size: 64"),
+     "fixed.image_size: dataset 'digits' is read at a fixed 32 px; remove image_size (64)"),
     ("yaml-broken", ("methods: [dino]", "methods: [dino"), "not valid YAML"),
     ("top-level-list", ("name: corpus", "- name: corpus"), "not valid YAML"),
 ]
@@ -331,6 +335,94 @@ def test_bad_arguments(tmp_path, args, message):
     assert result.stderr.strip().startswith("patchbench: error: ") and "\n" not in result.stderr.strip()
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (work / "results").exists()
+
+
+def damage_ondisk(kind: str, data: Path) -> tuple[str, str]:
+    """Write a broken ImageNet, COCO or STL-10 root under ``data``; return (dataset, expected message part)."""
+    from ondisk import write_coco, write_imagenet, write_stl10
+
+    from patchbench.datasets.imagenet import imagenet100_wnids
+
+    if kind == "imagenet100-missing-root":
+        data.mkdir()
+        return "imagenet100", "dataset 'imagenet100': files not found at data/imagenet."
+    if kind == "imagenet100-wrong-classes":  # a class-folder set that is not ImageNet's (e.g. wnids mistyped)
+        write_imagenet(data, [f"n9{i:07d}" for i in range(100)])
+        return "imagenet100", "dataset 'imagenet100': 100 of its 100 class folders are missing from data/imagenet/train"
+    if kind == "imagenet-val-unsorted":
+        base = write_imagenet(data, imagenet100_wnids())
+        for folder in (base / "val").iterdir():
+            for file in folder.iterdir():
+                file.rename(base / "val" / file.name)
+            folder.rmdir()
+        return "imagenet100", "data/imagenet/val holds image files but no class folders; sort the validation images"
+    if kind == "imagenet-not-a-class-folder":
+        (write_imagenet(data, imagenet100_wnids()) / "train" / "cats").mkdir()
+        return "imagenet", "folder(s) of data/imagenet/train are not ILSVRC-2012 classes: cats"
+    if kind == "imagenet100-empty-class":
+        base = write_imagenet(data, imagenet100_wnids())
+        wnid = sorted(imagenet100_wnids())[0]
+        for file in (base / "train" / wnid).iterdir():
+            file.unlink()
+        return "imagenet100", f"1 class folder(s) of data/imagenet/train hold no image files: {wnid}"
+    if kind == "coco-nested":
+        base = write_coco(data, train=0)
+        (base / "train2017" / "train2017").mkdir()
+        return "coco", "dataset 'coco': no image files directly in data/coco/train2017"
+    if kind == "stl10-truncated":
+        rng = np.random.default_rng(0)
+        base = write_stl10(data, {p: rng.integers(0, 256, (2, 3, 96, 96), dtype=np.uint8) for p in ("train", "test")},
+                           {"train": [0, 1], "test": [2, 3]})
+        (base / "train_X.bin").write_bytes((base / "train_X.bin").read_bytes()[:1000])
+        return "stl10", "train_X.bin holds 1000 bytes, not a whole number of 96x96x3 images"
+    raise AssertionError(kind)
+
+
+ONDISK_CASES = ["imagenet100-missing-root", "imagenet100-wrong-classes", "imagenet-val-unsorted",
+                "imagenet-not-a-class-folder", "imagenet100-empty-class", "coco-nested", "stl10-truncated"]
+
+
+@pytest.mark.parametrize("kind", ONDISK_CASES)
+def test_bad_ondisk_root_refused_at_load(tmp_path, monkeypatch, capsys, kind):
+    work = corpus_dir(tmp_path)
+    monkeypatch.chdir(work)
+    dataset, message = damage_ondisk(kind, Path("data"))
+    matrix = BASE.replace("dataset: digits", f"dataset: {dataset}").replace("batch_size: 64", "batch_size: 2")
+    evaluations = "{dense: {dataset: voc2012}}" if dataset == "coco" else "{knn: {k: [1], temperature: 0.07}}"
+    (work / "m.yaml").write_text(matrix.replace("{knn: {k: [5], temperature: 0.07}}", evaluations))
+    code = main(["run", "m.yaml", "--out", "out", "--data-root", "data", "--executor", "debug"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("patchbench: error: ") and message in err, err
+    assert "\n" not in err or kind.endswith("missing-root"), err  # a missing root goes on with the layout
+    assert not (work / "out").exists()
+
+
+GPU_BASE = BASE.replace("cpus_per_task: 1", "cpus_per_task: 1, gpus_per_node: 1")
+
+
+@pytest.mark.parametrize("case, args, cluster, message", [
+    ("over-gpu-hours", ["--max-gpu-hours", "1e-9"], None,
+     "corpus: the jobs to submit need an estimated"),
+    ("gpu-hours-zero", ["--max-gpu-hours", "0"], None, "--max-gpu-hours 0.0: give a number of GPU-hours > 0"),
+    ("cluster-limit", [], "max_gpu_hours: 1.0e-9\n", "above the limit of 1e-09; see `patchbench run MATRIX --dry-run`"),
+    ("cluster-setup-text", [], "setup: module load cuda\n", 'setup: "module load cuda" is not allowed; give a list'),
+    ("cluster-unknown-key", [], "data-root: /x\n", "cluster.yaml: unknown key 'data-root'. Did you mean 'data_root'?"),
+    ("cluster-missing", [], "", "cluster file not found: nowhere.yaml ($PATCHBENCH_CLUSTER)"),
+], ids=["over-gpu-hours", "gpu-hours-zero", "cluster-limit", "cluster-setup-text", "cluster-unknown-key",
+        "cluster-missing"])
+def test_cost_limit_and_cluster_file_refused(tmp_path, monkeypatch, capsys, case, args, cluster, message):
+    work = corpus_dir(tmp_path)
+    monkeypatch.chdir(work)
+    (work / "m.yaml").write_text(GPU_BASE)
+    if cluster:
+        (work / "cluster.yaml").write_text(cluster)
+    monkeypatch.setenv("PATCHBENCH_CLUSTER", "cluster.yaml" if cluster else "nowhere.yaml")
+    if cluster is None:
+        monkeypatch.delenv("PATCHBENCH_CLUSTER")
+        monkeypatch.setenv("HOME", str(work))
+    code = main(["run", "m.yaml", "--out", "out", "--executor", "debug", *args])
+    captured = capsys.readouterr()
+    assert_refused(subprocess.CompletedProcess([], code, captured.out, captured.err), message, work)
 
 
 def test_the_corpus_holds_at_least_forty_cases():

@@ -56,7 +56,7 @@ def assert_statistics(source: DatasetSource, images: torch.Tensor) -> None:
 
 def test_registry_holds_the_builtin_sources():
     assert set(DATASETS) == {"digits", "shapes", "cifar10", "cifar100", "folder", "voc2012", "ade20k", "copydays",
-                             "roxford5k", "rparis6k"}
+                             "roxford5k", "rparis6k", "imagenet", "imagenet100", "coco", "stl10", "stl10-unlabeled"}
 
 
 def test_duplicate_registration_raises():
