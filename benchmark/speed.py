@@ -10,6 +10,12 @@ dataset; a preset runs paper defaults on synthetic images (``vit-s16``: ViT-S/16
 ``cifar-official``: the official Patch-Wise CIFAR profiling setting, ViT-Ti/16, batch 40, 2×224 + 8×96, K = 1000,
 whose logs record 0.217 s/iteration). It reports the median step time, images/s, the ratio to DINO, and the share of
 the step spent in Patch-Wise's matching (``match_patches``) and per-patch augmentation (``patch_photometric``).
+It also counts the FLOPs of one (untimed) step of each method with ``torch.utils.flop_counter.FlopCounterMode``
+(views, forward and backward of every optimiser step; see ``count_flops``) and reports the achieved FLOP/s, the FLOP
+ratio to DINO and the efficiency relative to DINO, (FLOP ratio) / (time ratio) = achieved FLOP/s over DINO's: below
+1 a method spends time beyond its arithmetic. On CUDA: MFU against the device's dense bf16 peak
+(``DENSE_BF16_PEAK_FLOPS``) and the peak memory of a step. ``--table`` prints the rows as Markdown
+(docs/benchmarks.md).
 
 ``patch-aug``: the batched per-patch photometric augmentation (methods/patch_photometric.py, docs/methods.md
 "Patch-Wise SSL") against the per-cell torchvision loop that is also its test reference
@@ -29,6 +35,8 @@ import time
 from typing import Callable
 
 import torch
+from tabulate import tabulate
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from patchbench.benchmark.matrix import load_matrix
 from patchbench.benchmark.optim import param_groups
@@ -40,6 +48,46 @@ from patchbench.methods import views as views_module
 from patchbench.methods.patch_photometric import apply_patch_photometric, sample_patch_photometric
 
 from .patch_photometric_reference import reference_patch_photometric
+
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, matched in order as substrings of torch.cuda.get_device_name.
+# Sources: NVIDIA H200 datasheet (H200 SXM / NVL: 1,979 / 1,671 TFLOPS "with sparsity", halved); NVIDIA H100
+# datasheet (SXM 1,979, NVL 1,671, PCIe 1,513 with sparsity, halved); NVIDIA A100 datasheet (312 dense);
+# NVIDIA L40S datasheet (362.05 dense); NVIDIA L4 datasheet (242 with sparsity, halved).
+DENSE_BF16_PEAK_FLOPS = (
+    ("H200 NVL", 835e12), ("H200", 989e12),
+    ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12),
+    ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
+)
+
+
+def dense_bf16_peak(device_name: str) -> float | None:
+    """The device's dense bf16 peak FLOP/s from ``DENSE_BF16_PEAK_FLOPS``; None for a device not listed."""
+    return next((peak for key, peak in DENSE_BF16_PEAK_FLOPS if key in device_name), None)
+
+
+def cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of the CPU's fused attention, by torch's own formula for the CUDA kernels (``sdpa_flop_count``)."""
+    return sdpa_flop_count(query, key, value)
+
+
+def cpu_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# FlopCounterMode (torch 2.14) counts the CUDA attention kernels but not the CPU's, which timm's ViT runs through
+# ``F.scaled_dot_product_attention``; these entries add it.
+CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention_flops,
+                 torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_attention_backward_flops}
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of running ``fn``, as ``torch.utils.flop_counter.FlopCounterMode`` counts them:
+    matrix products, convolutions and attention (2 per multiply-add), forward and backward; element-wise work,
+    reductions and the optimiser's updates are not counted."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
+        fn()
+    return counter.get_total_flops()
+
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> dict:
     """Minimum wall and process-CPU seconds of ``fn`` over ``repeats`` runs (device work included)."""
@@ -116,6 +164,7 @@ def steps_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per method")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--table", action="store_true", help="print a Markdown table of the method rows instead of JSON")
     p.set_defaults(default_threads=0)  # torch's default: the step's large matmuls use every core
 
 
@@ -144,13 +193,22 @@ def methods_to_time(a: argparse.Namespace, device: torch.device) -> tuple[dict[s
 
 
 def steps(a: argparse.Namespace) -> dict:
-    """Training-step time of every method against DINO on the same batches, with Patch-Wise's component shares."""
+    """Training-step time and FLOPs of every method against DINO on the same batches, with Patch-Wise's component
+    shares."""
     device = pick_device(a.device)
     methods, images = methods_to_time(a, device)
     optimizers = {n: torch.optim.AdamW(param_groups(m.student_parameters())) for n, m in methods.items()}
     progress = Progress(epoch=1, step=0, total_epochs=2, steps_per_epoch=a.steps + a.warmup)
     times: dict[str, list[float]] = {n: [] for n in methods}
+    peak_memory: dict[str, int] = dict.fromkeys(methods, 0)
     components: dict[str, dict[str, float]] = {n: dict.fromkeys(COMPONENTS, 0.0) for n in methods}
+
+    def one_step(name: str, step: int) -> None:
+        method = methods[name]
+        views = method.make_views(images, view_generator(0, step))
+        for substep in range(method.steps_per_batch):
+            optimizer_step(method, optimizers[name], method.student_parameters(), views, progress, substep,
+                           lr=1e-4, weight_decay=0.04, momentum=0.996, clip_grad=3.0)
 
     def timed_component(name: str, label: str, fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):
@@ -162,34 +220,59 @@ def steps(a: argparse.Namespace) -> dict:
             return out
         return wrapper
 
+    flops = {name: count_flops(lambda: one_step(name, 0)) for name in methods}  # an untimed step of each
     originals = {label: getattr(module, attr) for label, (module, attr) in COMPONENTS.items()}
     try:
         for step in range(a.warmup + a.steps):
-            for name, method in methods.items():
+            for name in methods:
                 for label, (module, attr) in COMPONENTS.items():
                     setattr(module, attr, timed_component(name, label, originals[label]) if step >= a.warmup
                             else originals[label])
                 synchronize(device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
                 start = time.perf_counter()
-                views = method.make_views(images, view_generator(0, step))
-                for substep in range(method.steps_per_batch):
-                    optimizer_step(method, optimizers[name], method.student_parameters(), views, progress, substep,
-                                   lr=1e-4, weight_decay=0.04, momentum=0.996, clip_grad=3.0)
+                one_step(name, step)
                 synchronize(device)
                 if step >= a.warmup:
                     times[name].append(time.perf_counter() - start)
+                if device.type == "cuda":
+                    peak_memory[name] = max(peak_memory[name], torch.cuda.max_memory_allocated(device))
     finally:
         for label, (module, attr) in COMPONENTS.items():
             setattr(module, attr, originals[label])
     median = {n: float(torch.tensor(t).median()) for n, t in times.items()}
-    return {"benchmark": "steps", "config": a.preset or a.matrix, "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads(), "batch_size": len(images), "timed_steps": a.steps,
-            "methods": {n: {"step_s": median[n], "images_per_s": len(images) / median[n],
-                            "ratio_to_dino": median[n] / median["dino"],
-                            **{f"{label}_share": seconds / sum(times[n]) for label, seconds in components[n].items()
-                               if seconds > 0}}
-                        for n in methods}}
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = dense_bf16_peak(device_name) if device.type == "cuda" else None
+    rows = {}
+    for n in methods:
+        time_ratio, flop_ratio = median[n] / median["dino"], flops[n] / flops["dino"]
+        rows[n] = {"step_s": median[n], "images_per_s": len(images) / median[n], "flops_per_step": flops[n],
+                   "flop_per_s": flops[n] / median[n], "ratio_to_dino": time_ratio, "flop_ratio_to_dino": flop_ratio,
+                   "efficiency_to_dino": flop_ratio / time_ratio,
+                   **{f"{label}_share": seconds / sum(times[n]) for label, seconds in components[n].items()
+                      if seconds > 0}}
+        if device.type == "cuda":
+            rows[n]["mfu"] = rows[n]["flop_per_s"] / peak if peak else None
+            rows[n]["peak_memory_mb"] = peak_memory[n] / 2**20
+    return {"benchmark": "steps", "config": a.preset or a.matrix, "device": str(device), "device_name": device_name,
+            "dense_bf16_peak_flops": peak, "threads": torch.get_num_threads(), "batch_size": len(images),
+            "timed_steps": a.steps, "methods": rows}
+
+
+STEP_COLUMNS = {  # JSON key of a method row: its column in the Markdown table
+    "flops_per_step": "GFLOP/step", "step_s": "s/step", "flop_per_s": "GFLOP/s", "ratio_to_dino": "time ratio",
+    "flop_ratio_to_dino": "FLOP ratio", "efficiency_to_dino": "efficiency", "mfu": "MFU",
+    "peak_memory_mb": "peak MiB",
+}
+
+
+def steps_table(result: dict) -> str:
+    """The ``steps`` result as a Markdown table, one row per method (GFLOP figures in units of 1e9)."""
+    giga = {"flops_per_step", "flop_per_s"}
+    keys = [k for k in STEP_COLUMNS if k in result["methods"]["dino"]]
+    rows = [[name, *(row[k] / 1e9 if k in giga else row[k] for k in keys)] for name, row in result["methods"].items()]
+    return tabulate(rows, headers=["method", *(STEP_COLUMNS[k] for k in keys)], tablefmt="github", floatfmt=".3g")
 
 
 def synchronize(device: torch.device) -> None:
@@ -216,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     threads = a.threads if a.threads is not None else a.default_threads
     if threads:
         torch.set_num_threads(threads)
-    print(json.dumps(a.run(a), indent=2))
+    result = a.run(a)
+    print(steps_table(result) if getattr(a, "table", False) else json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

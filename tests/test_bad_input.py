@@ -3,6 +3,7 @@ before anything runs, with exit code 2, one line naming the problem, no tracebac
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from patchbench.benchmark import gpu_check
 from patchbench.benchmark.cli import main
 from search_fixtures import solid, write_copydays, write_revisited
 
@@ -428,3 +431,23 @@ def test_cost_limit_and_cluster_file_refused(tmp_path, monkeypatch, capsys, case
 def test_the_corpus_holds_at_least_forty_cases():
     assert len(MATRIX_CASES) + len(DATA_CASES) + len(SEARCH_DATA_CASES) + 6 >= 40
     assert len({c[0] for c in MATRIX_CASES}) == len(MATRIX_CASES)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
+def test_gpu_check_without_cuda_stops_at_once(tmp_path):
+    """benchmark/gpu_check.sh on a machine without CUDA: one line, exit 2, nothing installed or written."""
+    script = Path(__file__).resolve().parents[1] / "benchmark" / "gpu_check.sh"
+    out = tmp_path / "gpu-check"
+    result = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("gpu_check: no CUDA device is present") and result.stdout == ""
+    assert "\n" not in result.stderr.strip() and not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
+def test_gpu_check_module_without_cuda_stops_at_once(tmp_path, capsys):
+    assert gpu_check.main(["--out", str(tmp_path / "gpu-check")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("gpu_check: no CUDA device is present") and captured.err.count("\n") == 1
+    assert captured.out == "" and not (tmp_path / "gpu-check").exists()

@@ -1,11 +1,14 @@
-"""benchmark/speed.py: the steps and patch-aug subcommands run end to end, and the ratios they print are the ratios of
-the times they print."""
+"""benchmark/speed.py: the steps and patch-aug subcommands run end to end, the ratios they print are the ratios of
+the times and FLOPs they print, and the FLOP count of a ViT forward is the closed form's."""
 
 import json
 
 import pytest
+import torch
 
 from patchbench.benchmark import speed
+from patchbench.methods import BackboneConfig
+from patchbench.methods.backbone import ViTEncoder
 
 
 def test_patch_aug_on_a_tiny_batch(capsys):
@@ -39,6 +42,33 @@ methods:
     for method in methods.values():
         assert method["ratio_to_dino"] == pytest.approx(method["step_s"] / methods["dino"]["step_s"], rel=1e-12)
         assert method["images_per_s"] == pytest.approx(4 / method["step_s"], rel=1e-12)
+        assert method["flop_per_s"] == pytest.approx(method["flops_per_step"] / method["step_s"], rel=1e-12)
+        assert method["efficiency_to_dino"] == pytest.approx(
+            method["flop_per_s"] / methods["dino"]["flop_per_s"], rel=1e-9)
+        assert "mfu" not in method and "peak_memory_mb" not in method  # CUDA only
+    # Patch-Wise projects every matched token through the DINO head, DINO only the CLS tokens.
+    assert methods["patchwise"]["flop_ratio_to_dino"] > 1
     assert "matching_share" not in methods["dino"] and "patch_aug_share" not in methods["dino"]
     for share in ("matching_share", "patch_aug_share"):
         assert 0 < methods["patchwise"][share] < 1
+
+
+def test_flop_count_of_a_tiny_vit_forward_is_the_closed_form():
+    """2 × tokens × weights of the linear layers (qkv 3D², projection D², MLP 8D² per block) and 2 × patches ×
+    weights of the patch embedding, plus 4 × depth × tokens² × width for attention (QKᵀ and AV)."""
+    torch.manual_seed(0)
+    vit = ViTEncoder(BackboneConfig(size="nano", patch_size=4, img_size=32))  # width 64, depth 4
+    batch, width, depth, patch = 3, 64, 4, 4
+    patches = (32 // patch) ** 2
+    tokens = patches + 1  # CLS
+    images = torch.randn(batch, 3, 32, 32)
+    expected = batch * (2 * tokens * depth * 12 * width**2 + 2 * patches * 3 * patch**2 * width
+                        + 4 * depth * tokens**2 * width)
+    assert speed.count_flops(lambda: vit(images)) == pytest.approx(expected, rel=0.02)
+
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA H200", 989e12), ("NVIDIA H100 80GB HBM3", 989e12),
+                                        ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+                                        ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12), ("NVIDIA A10", None)])
+def test_dense_bf16_peaks_of_the_datasheets(name, peak):
+    assert speed.dense_bf16_peak(name) == peak
