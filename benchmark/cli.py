@@ -9,7 +9,9 @@ from pathlib import Path
 from tabulate import tabulate
 
 from patchbench.datasets import DATASETS, DatasetError, build_dataset
-from patchbench.methods import METHODS, IncompatiblePairing, RegistryError
+from patchbench.methods import (METHODS, OBJECTIVES, VIEWS, IncompatiblePairing, MethodChoice, RegistryError,
+                                resolve_choice)
+from patchbench.methods.build import setting_docs
 
 from .config import ConfigError
 from .orchestrator import RunInterrupted
@@ -20,8 +22,25 @@ USER_ERRORS = (ConfigError, RegistryError, DatasetError, IncompatiblePairing)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    if args.details:
+        return method_details(args.details)
     rows = [(s.name, s.view, s.objective, s.paper) for s in (METHODS.get(n) for n in METHODS.names())]
     print(tabulate(rows, headers=["method", "view strategy", "objective", "paper"], tablefmt="github"))
+    return 0
+
+
+def method_details(name: str) -> int:
+    """Every setting of the method's view strategy and objective: its value for this method and its ``Args:`` entry."""
+    spec = METHODS.get(name)
+    view, view_kwargs, objective, objective_kwargs = resolve_choice(MethodChoice(name))
+    print(f"{spec.name}: {spec.paper}")
+    for kind, component, registry, values in (("view strategy", view, VIEWS, view_kwargs),
+                                              ("objective", objective, OBJECTIVES, objective_kwargs)):
+        docs = setting_docs(registry.get(component))
+        rows = [(key, _plain(value), docs[key]) for key, value in values.items()]
+        print(f"\n{kind} '{component}' ({kind.split()[0]}_kwargs in a matrix)")
+        print(tabulate(rows, headers=["setting", "value", "meaning"], tablefmt="github", maxcolwidths=[None, 20, 90],
+                       disable_numparse=True))
     return 0
 
 
@@ -171,7 +190,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="patchbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("methods", help="list the registered methods").set_defaults(func=cmd_methods)
+    m = sub.add_parser("methods", help="list the registered methods; --details NAME: the settings of one")
+    m.add_argument("--details", metavar="NAME", default=None,
+                   help="print every view-strategy and objective setting of method NAME, its value and meaning")
+    m.set_defaults(func=cmd_methods)
     sub.add_parser("evaluations", help="list the registered evaluations, what they read and their settings"
                    ).set_defaults(func=cmd_evaluations)
     d = sub.add_parser("datasets", help="list the datasets and whether their files are present")

@@ -51,7 +51,15 @@ def symmetric_info_nce(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, temperatu
 
 @register_objective("aps")
 class APSObjective(Objective):
-    """Stop-gradient InfoNCE between the two sparsely / selectively sampled views; no teacher."""
+    """Stop-gradient InfoNCE between the two sparsely / selectively sampled views; no teacher.
+
+    Args:
+        hidden_dim: width of the projector's and predictor's hidden layers (APS: 512).
+        out_dim: dimension of the projections and predictions (APS: 128).
+        temperature: τ of the InfoNCE logits (APS: 0.1).
+        steps_per_batch: optimiser steps per loaded batch, each on its own view-1 chunk; must equal the view's
+            ``n_chunks`` (APS: 4; the one-step variant sets both to 1).
+    """
 
     requires = frozenset({"keep"})
     min_global_views = 2

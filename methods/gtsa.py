@@ -118,7 +118,21 @@ def crop_and_pc_losses(teacher_maps: Tensor, global_maps: Tensor, local_maps: Te
 
 @register_objective("gtsa")
 class GTSAObjective(Objective):
-    """GTSA's crop, patch-correspondence and rotation losses; the teacher sees the global crops only."""
+    """GTSA's crop, patch-correspondence and rotation losses; the teacher sees the global crops only.
+
+    Args:
+        projector_dim: channels of the conv projector's blocks; default ``embed_dim`` (GTSA: 384 at ViT-S).
+        out_dim: channels of the projector's and predictor's output maps; default 2·``embed_dim`` (GTSA: 768).
+        rot_hidden_dim: width of the rotation head's hidden layers; default 2·``embed_dim`` (GTSA: 768).
+        rot_bottleneck_dim: width of the rotation head's last hidden layer (GTSA: 128).
+        roi_out_size: RoIAlign output side for (global, local) students, in map cells (GTSA: (10, 4) on 14×14 /
+            6×6 maps; (6, 3) here on 8×8 / 4×4 maps, docs/methods.md, GTSA, Deviations).
+        match_fraction: fraction of the student's tokens kept as nearest-neighbour matches (GTSA: 0.5).
+        crop_weight: weight of the crop (RoI cosine) loss (GTSA: 1).
+        pc_weight: weight of the patch-correspondence loss once switched on (GTSA: 0.5).
+        rot_weight: weight of the rotation-prediction loss (GTSA: 0.5).
+        pc_after_epoch: the patch-correspondence loss is on from the epoch after this one, 0-based (GTSA: 10).
+    """
 
     requires = frozenset({"boxes", "rotations"})
     min_global_views = 2

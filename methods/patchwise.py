@@ -155,7 +155,20 @@ def updated_center(center: Tensor, teacher_logits: Tensor, momentum: float) -> T
 
 @register_objective("patchwise")
 class PatchWiseObjective(DistillationObjective):
-    """DINO on CLS and on matched patch tokens, with one shared head and a per-position centre."""
+    """DINO on CLS and on matched patch tokens, with one shared head and a per-position centre.
+
+    Args:
+        out_dim: K, the shared head's output dimension (Patch-Wise: 10000).
+        patch_loss: add the matched patch pairs to each view pair's loss (Patch-Wise: true); false is DINO with
+            tracked crops. Ablation: ``no-patch-loss`` (benchmark/matrices/ablation-patchwise.yaml).
+        global_local_patches: match patches between a global and a local crop too (Patch-Wise: true); false
+            matches them between the two globals only. Ablation: ``globals-only``.
+        loss_variant: ``mean`` (the released loss: the mean over a pair's matched tokens, CLS included) or
+            ``lambda`` (the development branches': λ·H_CLS + (1 − λ)·mean over patches). Ablation: ``lambda-loss``.
+        cls_weight: λ, the CLS term's weight in the ``lambda`` variant, unitless in [0, 1] (0.9).
+        patch_centre: ``per_position`` (one centre row per token position of a global view, Patch-Wise's) or
+            ``shared`` (the CLS row and one row for every patch). Ablation: ``shared-centre``.
+    """
 
     requires = frozenset({"boxes", "flips"})
     min_global_views = 2

@@ -71,7 +71,15 @@ def updated_centers(cls_center: Tensor, patch_center: Tensor, teacher_cls: list[
 
 @register_objective("selfpatch")
 class SelfPatchObjective(DistillationObjective):
-    """DINO's image-level loss on the aggregator's token + the same-view neighbour-aggregate patch loss."""
+    """DINO's image-level loss on the aggregator's token + the same-view neighbour-aggregate patch loss.
+
+    Args:
+        num_heads: attention heads of the class-attention aggregator; default the backbone's (SelfPatch: 6 at
+            ViT-S).
+        k_num: neighbours aggregated per patch, the top-k of its 8 by the teacher's cosine (SelfPatch: 4).
+        patch_out_dim: K2, the patch head's output dimension (SelfPatch: 4096).
+        patch_loss_weight: λ, the patch term's weight next to the image-level term (SelfPatch: 0.1).
+    """
 
     min_global_views = 2
     backbone_overrides = {"class_token": False, "final_norm": False}
