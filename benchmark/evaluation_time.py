@@ -1,7 +1,7 @@
 """How long the evaluations of one cell take: every evaluation of a matrix's cells, timed through the harness's own
 path (``evaluate``: encoder, feature extraction into the cache, the probe, the record), one cell after another.
 
-    python -m patchbench.benchmark.evaluation_time [--matrix benchmark/matrices/demo.yaml] [--dataset shapes]
+    python -m patchbench.benchmark.evaluation_time [--matrix benchmark/matrices/demo-full.yaml] [--dataset digits]
                                                    [--methods dino raw-pixels ...] [--threads 2]
 
 Trained cells are evaluated from a final-epoch checkpoint of freshly initialised weights (an evaluation's cost does
@@ -26,7 +26,7 @@ from .matrix import load_matrix
 from .store import atomic_torch_save, run_dir
 from .train import build_for_spec
 
-DEMO = Path(__file__).resolve().parent / "matrices" / "demo.yaml"
+DEMO_FULL = Path(__file__).resolve().parent / "matrices" / "demo-full.yaml"
 
 
 def time_cell(spec, root: Path) -> dict[str, float]:
@@ -45,13 +45,14 @@ def time_cell(spec, root: Path) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--matrix", default=str(DEMO))
-    parser.add_argument("--dataset", default="shapes", help="the cells of this dataset")
+    parser.add_argument("--matrix", default=str(DEMO_FULL))
+    parser.add_argument("--dataset", default=None, help="the cells of this dataset (default: the first cell's)")
     parser.add_argument("--methods", nargs="*", default=None, help="default: every method and reference row")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     matrix = load_matrix(args.matrix)
+    args.dataset = args.dataset or matrix.specs[0].dataset
     specs = [s for s in matrix.specs if s.dataset == args.dataset and s.seed == min(x.seed for x in matrix.specs)
              and (args.methods is None or s.method in args.methods)]
     source = build_dataset(args.dataset)

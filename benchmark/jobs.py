@@ -88,6 +88,14 @@ def on_interrupt(handler: Callable[[int, Any], None]):
             signal.signal(s, h)
 
 
+def threads_from_allocation() -> None:
+    """Run torch on the CPUs SLURM allocated (``--cpus-per-task``): without CPU binding (``TaskPlugin=task/none``)
+    torch would start one thread per CPU of the node in every job, and jobs sharing a node would oversubscribe it."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit():
+        torch.set_num_threads(int(cpus))
+
+
 def job_context() -> dict[str, Any]:
     """Where and as what this job runs: SLURM/submitit job id, restart count, host, GPU."""
     context: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(),
@@ -151,6 +159,7 @@ class PretrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self, run_path: str, attempt: int) -> str:
         die_with_controller()
+        threads_from_allocation()
         run = RunDir(Path(run_path))
         spec = run.read_spec()
         ddp.init_from_submitit()
@@ -198,6 +207,7 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 def eval_job(run_path: str, evaluation: str, attempt: int) -> str:
     """Run ``evaluation`` on the run in ``run_path`` and write its result record."""
     die_with_controller()
+    threads_from_allocation()
     run = RunDir(Path(run_path))
     spec = run.read_spec()
     with run.lock(evaluation):

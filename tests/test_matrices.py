@@ -17,9 +17,16 @@ def test_shipped_matrix_expands(path):
     assert len({s.run_id for s in specs}) == len(specs)
 
 
-def test_demo_matrix_cells():
-    specs = load_matrix(MATRICES[[p.stem for p in MATRICES].index("demo")]).specs
+REFERENCES = ("random-init", "random-init-patches", "raw-pixels")
+SIX_METHODS = ("dino", "patchwise", "ibot", "selfpatch", "gtsa", "aps")
+
+
+@pytest.mark.parametrize("name, methods, seeds", [("demo", ("dino", "patchwise"), (0, 1)),
+                                                  ("demo-full", SIX_METHODS, (0, 1)),
+                                                  ("embedded-compare", SIX_METHODS, (0, 1, 2))])
+def test_demo_and_comparison_cells(name, methods, seeds):
+    """The demo, its full version and the comparison: digits, the reference rows, the dense probe on shapes."""
+    specs = load_matrix(MATRICES[[p.stem for p in MATRICES].index(name)]).specs
     cells = {(s.method, s.dataset, s.seed) for s in specs}
-    methods = ("dino", "patchwise", "ibot", "selfpatch", "gtsa", "aps", "random-init", "random-init-patches",
-               "raw-pixels")
-    assert cells == {(m, d, s) for m in methods for d in ("shapes", "digits") for s in (0, 1)}
+    assert cells == {(m, "digits", s) for m in (*methods, *REFERENCES) for s in seeds}
+    assert all(s.evaluations["dense"]["dataset"] == "shapes" for s in specs)
