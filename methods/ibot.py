@@ -18,7 +18,7 @@ Follows bytedance/ibot at da316d8 (docs/methods.md, iBOT):
   the global crops. lightly's ``IBOTPatchLoss`` (DINOv2's port) centres on the **masked** tokens only, once per
   call; ``patch_center_tokens="masked"`` selects that (once per step, over both views' masked tokens). The
   patch term is written here because ``IBOTPatchLoss`` cannot centre over all tokens; in ``masked`` mode it
-  equals ``IBOTPatchLoss`` (tests/test_ibot.py).
+  equals ``IBOTPatchLoss`` (tests/methods/test_ibot.py).
 - ``mim_start_epoch``: before it, masks are dropped (upstream's ``pred_start_epoch`` sets the ratio to 0) and
   the patch temperature stays at its warm-up value, as upstream.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATCHBENCH = [sys.executable, "-m", "patchbench.benchmark.cli"]
 
 
@@ -40,7 +40,7 @@ def contract_tests(test_file: str, name: str, env: dict[str, str]) -> str:
 def test_external_plugin_is_listed_and_passes_contract_tests(tmp_path):
     env = install_example("patchbench-byol", tmp_path)
     assert "byol" in listed_names("methods", env)
-    assert "5 passed" in contract_tests("test_contract.py", "byol", env)
+    assert "5 passed" in contract_tests("methods/test_contract.py", "byol", env)
     assert "byol" not in listed_names("methods")  # without the plugin on the path, it is not there
 
 
@@ -48,7 +48,7 @@ def test_external_plugin_is_listed_and_passes_contract_tests(tmp_path):
 def test_external_evaluation_is_listed_and_passes_contract_tests(tmp_path):
     env = install_example("patchbench-ncm", tmp_path)
     assert listed_names("evaluations", env) == ["dense", "knn", "linear", "ncm"]
-    assert "1 passed" in contract_tests("test_evaluation_contract.py", "ncm", env)
+    assert "1 passed" in contract_tests("benchmark/test_evaluation_contract.py", "ncm", env)
     assert "ncm" not in listed_names("evaluations")
 
 

@@ -111,7 +111,7 @@ def test_on_disk_sets_stream_through_dataloader_workers(tmp_path):
 @pytest.mark.slow
 def test_dense_on_voc_reads_cached_masks_and_ignores_the_border(tmp_path):
     from patchbench.benchmark.evaluate import evaluate, resolve_evaluations
-    from test_segmentation_datasets import write_voc
+    from segmentation_files import write_voc
 
     write_voc(tmp_path / "data")
     evaluations = resolve_evaluations({"dense": {"epochs": 1, "lrs": [1.0], "val_fraction": 0.5}}, "voc2012", {},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_patch_matching import reference_correspond
+from patch_matching_reference import reference_correspond
 
 from patchbench.benchmark.train import view_generator
 from patchbench.datasets import build_dataset
