@@ -9,8 +9,15 @@ from pathlib import Path
 from tabulate import tabulate
 
 from patchbench.datasets import DATASETS, DatasetError, build_dataset
-from patchbench.methods import (METHODS, OBJECTIVES, VIEWS, IncompatiblePairing, MethodChoice, RegistryError,
-                                resolve_choice)
+from patchbench.methods import (
+    METHODS,
+    OBJECTIVES,
+    VIEWS,
+    IncompatiblePairing,
+    MethodChoice,
+    RegistryError,
+    resolve_choice,
+)
 from patchbench.methods.build import setting_docs
 
 from .config import ConfigError

@@ -41,6 +41,7 @@ from patchbench.methods.patch_photometric import apply_patch_photometric, sample
 
 from .patch_photometric_reference import reference_patch_photometric
 
+
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> dict:
     """Minimum wall and process-CPU seconds of ``fn`` over ``repeats`` runs (device work included)."""
     walls, cpus = [], []

@@ -11,7 +11,6 @@ from .base import Objective, SSLMethod, ViewStrategy
 from .registry import METHODS, OBJECTIVES, VIEWS, RegistryError, did_you_mean
 from .typecheck import SettingError, check_setting, parameter_annotations
 
-
 # Constructor arguments that build_method passes itself (from the backbone and the dataset): not settings.
 VIEW_BUILD_ARGUMENTS = frozenset({"image_size", "patch_size", "mean", "std"})
 OBJECTIVE_BUILD_ARGUMENTS = frozenset({"embed_dim"})

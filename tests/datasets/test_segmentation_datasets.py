@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from segmentation_files import write_voc
 
 from patchbench.datasets import NO_LABEL, DatasetFilesMissing, build_dataset
 from patchbench.datasets.segmentation import VOC_CLASSES
-from segmentation_files import write_voc
+
 
 def test_voc_reads_palette_indices_keeps_255_and_resizes_to_448(tmp_path):
     write_voc(tmp_path)

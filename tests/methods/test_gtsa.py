@@ -13,8 +13,7 @@ from patchbench.datasets import build_dataset
 from patchbench.methods import BackboneConfig, MethodChoice, Progress, build_method
 from patchbench.methods.crops import resized_crop
 from patchbench.methods.gtsa import aligned_rois, best_match_cosines, pc_coefficient
-from patchbench.methods.gtsa_views import (GTSAViews, overlap_in_crop_frame, rotate_boxes,
-                                           sample_overlapping_boxes)
+from patchbench.methods.gtsa_views import GTSAViews, overlap_in_crop_frame, rotate_boxes, sample_overlapping_boxes
 
 BOX = torch.tensor([2.0, 4.0, 10.0, 20.0])  # (x1, y1, x2, y2) in a 32×32 crop
 

@@ -22,13 +22,24 @@ import yaml
 from patchbench.benchmark.cli import main
 from patchbench.benchmark.config import ConfigError
 from patchbench.benchmark.matrix import load_matrix
-from patchbench.reports import (LayoutError, OldSchemaError, RecordError, aggregate, build_report, cell_states,
-                                collect, method_table, paired_deltas, paired_test, parse_layout, read_results,
-                                validate_record)
+from patchbench.reports import (
+    LayoutError,
+    OldSchemaError,
+    RecordError,
+    aggregate,
+    build_report,
+    cell_states,
+    collect,
+    method_table,
+    paired_deltas,
+    paired_test,
+    parse_layout,
+    read_results,
+    validate_record,
+)
 from patchbench.reports.layout import TableLayout
 from patchbench.reports.plots import palette
-from patchbench.reports.schema import (RUN_RESULTS_DIR, SCHEMA_VERSION, SPEC_FILE, STATE_DIR, TRAIN_LOG,
-                                       TRAIN_SUMMARY)
+from patchbench.reports.schema import RUN_RESULTS_DIR, SCHEMA_VERSION, SPEC_FILE, STATE_DIR, TRAIN_LOG, TRAIN_SUMMARY
 from patchbench.reports.tables import Cell, ReportData, main_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
