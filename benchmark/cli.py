@@ -131,7 +131,8 @@ def _summary(matrix, out: Path, todo, executor: str, waited: bool) -> int:
     done = states.count("done")
     failed = [s for s in states if s.startswith("failed")]
     n = todo.submitted
-    print(f"{matrix.name}: {n} job{'' if n == 1 else 's'} submitted, {done}/{len(states)} cells done, {len(failed)} failed "
+    print(f"{matrix.name}: {n} job{'' if n == 1 else 's'} submitted, {done}/{len(states)} cells done, "
+          f"{len(failed)} failed "
           f"(results in {out}; status: patchbench status MATRIX --out {out}; table: patchbench report {out})")
     if failed:
         print("failed cells are not resubmitted by run: patchbench resubmit MATRIX --failed")
@@ -204,7 +205,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluations", help="list the registered evaluations, what they read and their settings"
                    ).set_defaults(func=cmd_evaluations)
     d = sub.add_parser("datasets", help="list the datasets and whether their files are present")
-    d.add_argument("--data-root", default=None, help="folder holding on-disk datasets (default $PATCHBENCH_DATA or ./data)")
+    d.add_argument("--data-root", default=None,
+                   help="folder holding on-disk datasets (default $PATCHBENCH_DATA or ./data)")
     d.set_defaults(func=cmd_datasets)
     def matrix_command(name: str, help: str, func, executor: bool = False) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)

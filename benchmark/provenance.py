@@ -21,7 +21,7 @@ def _git(*args: str) -> str | None:
 
 
 def provenance() -> dict[str, object]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = version(name)

@@ -121,7 +121,7 @@ class TrainLog:
         if not self.pending:
             return []
         keys = list(self.pending[0][1])
-        values = torch.stack([torch.stack([l[k].float() for k in keys]) for _, l in self.pending])
+        values = torch.stack([torch.stack([losses[k].float() for k in keys]) for _, losses in self.pending])
         values = all_reduce_mean(values).cpu().tolist()  # the global batch's losses on every rank
         rows = [{**info, **dict(zip(keys, vals))} for (info, _), vals in zip(self.pending, values)]
         self.pending.clear()

@@ -68,7 +68,7 @@ class DistillationObjective(Objective):
 
     Subclasses take ``**kwargs`` for these and declare only the defaults their paper changes; they build their
     heads with :meth:`head_pair` and name the heads whose last layer stays frozen in ``frozen_heads``.
-    
+
 
     Args:
         out_dim: K, the DINO head's output dimension (prototypes) (DINO: 65536; Patch-Wise: 10000; iBOT: 8192).

@@ -77,7 +77,9 @@ def pair_losses(teacher_maps: Tensor, student_maps: Tensor, boxes: Tensor, turns
     t_boxes = overlap_in_crop_frame(boxes[:, tq], boxes[:, sv], teacher_size, turns[:, tq])  # (B, P, 4)
     s_boxes = overlap_in_crop_frame(boxes[:, sv], boxes[:, tq], student_size, turns[:, sv])
     delta = (turns[:, sv] - turns[:, tq]) % 4
-    pair_major = lambda x: x.transpose(0, 1).reshape(len(pairs) * batch, *x.shape[2:])
+    def pair_major(x: Tensor) -> Tensor:
+        return x.transpose(0, 1).reshape(len(pairs) * batch, *x.shape[2:])
+
     s_index = torch.tensor(student_index, device=boxes.device)
     t_maps = teacher_maps.view(-1, batch, *teacher_maps.shape[1:])[tq].flatten(0, 1)
     s_maps = student_maps.view(-1, batch, *student_maps.shape[1:])[s_index].flatten(0, 1)
@@ -166,7 +168,9 @@ class GTSAObjective(Objective):
         prefix, n_global, n_views = student.num_prefix_tokens, views.n_global, views.n_views
         tokens = forward_multicrop(student, views.crops)
         heads = self.student_heads
-        predict = lambda group: heads["predictor"](heads["projector"](token_map(torch.cat(group), prefix)))
+        def predict(group: list[Tensor]) -> Tensor:
+            return heads["predictor"](heads["projector"](token_map(torch.cat(group), prefix)))
+
         global_maps = predict(tokens[:n_global])
         local_maps = predict(tokens[n_global:]) if n_views > n_global else None
         with torch.no_grad():

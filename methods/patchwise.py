@@ -88,10 +88,10 @@ def pair_entries(boxes: Tensor, flips: Tensor, grids: list[int], n_global: int, 
     for length in student_lengths:
         offsets.append(offsets[-1] + batch * length)
     pairs = [(v, u) for v in range(n_global) for u in range(n_views) if u != v]
-    patches = lambda u: uses_patches(u, n_global, patch_loss, global_local_patches)
     groups: dict[tuple, list[tuple[int, int]]] = {}  # pairs whose matching is one vectorised call
     for v, u in pairs:
-        groups.setdefault((grids[v], grids[u], patches(u)), []).append((v, u))
+        with_patches = uses_patches(u, n_global, patch_loss, global_local_patches)
+        groups.setdefault((grids[v], grids[u], with_patches), []).append((v, u))
     sample = torch.arange(batch, device=boxes.device)[None, :, None]
     student_rows, teacher_rows, weights = [], [], []
     for (teacher_grid, student_grid, with_patches), group in groups.items():
@@ -200,7 +200,9 @@ class PatchWiseObjective(DistillationObjective):
 
     def matches(self, views: Views, teacher_views: list[int], student_views: list[int]) -> PatchMatches:
         """Token pairs of view pairs with equal grid sizes, rows (pair, sample); CLS only without patch loss."""
-        grid = lambda v: views.crops[v].shape[-1] // self.patch_size
+        def grid(v: int) -> int:
+            return views.crops[v].shape[-1] // self.patch_size
+
         with_patches = uses_patches(student_views[0], views.n_global, self.patch_loss, self.global_local_patches)
         return view_pair_matches(views.meta["boxes"], views.meta["flips"], teacher_views, student_views,
                                  grid(teacher_views[0]), grid(student_views[0]), with_patches=with_patches,

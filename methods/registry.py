@@ -44,7 +44,7 @@ class Registry(Generic[T]):
         """Class decorator: register under ``name`` and set the class's ``name`` attribute to it."""
         def decorator(obj: T) -> T:
             self.add(name, obj)
-            obj.name = name
+            setattr(obj, "name", name)  # the registered classes read their name (e.g. in error messages)
             return obj
         return decorator
 

@@ -1,6 +1,7 @@
-"""The reference of Patch-Wise SSL's geometric patch matching (methods/patch_matching.py): ``augment.py::correspondences``
-of alijavidani/Local_Global_Representation_Learning transcribed line by line, with Python ``round`` and numpy
-``floor(linspace)``, one view pair at a time. Used by tests/methods/test_patch_matching.py and test_patchwise.py."""
+"""The reference of Patch-Wise SSL's geometric patch matching (methods/patch_matching.py):
+``augment.py::correspondences`` of alijavidani/Local_Global_Representation_Learning transcribed line by line, with
+Python ``round`` and numpy ``floor(linspace)``, one view pair at a time. Used by tests/methods/test_patch_matching.py
+and test_patchwise.py."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ def reference_correspond(box_a, flip_a, grid_a, box_b, flip_b, grid_b):
         return np.fliplr(ids) if flip else ids
 
     ga, gb = grid_ids(a, grid_a, flip_a), grid_ids(b, grid_b, flip_b)
-    sub = lambda n_big, n_small: np.floor(np.linspace(0, n_big - 1, n_small)).astype(int)
+    def sub(n_big, n_small):
+        return np.floor(np.linspace(0, n_big - 1, n_small)).astype(int)
+
     (ra, ca), (rb, cb) = ga.shape, gb.shape
     if ca >= cb:
         ga = ga[:, sub(ca, cb)]

@@ -34,7 +34,9 @@ def test_rotate_boxes_matches_rot90_of_a_box_mask(k):
 
 
 def test_rotations_compose_to_identity():
-    one = lambda b: rotate_boxes(b, torch.tensor(1), 32)
+    def one(b):
+        return rotate_boxes(b, torch.tensor(1), 32)
+
     assert torch.equal(one(one(one(one(BOX)))), BOX)
     assert torch.equal(rotate_boxes(one(BOX), torch.tensor(3), 32), BOX)
     assert torch.equal(rotate_boxes(rotate_boxes(BOX, torch.tensor(2), 32), torch.tensor(2), 32), BOX)

@@ -176,7 +176,9 @@ def test_overlap_boxes_in_rotated_crop_frames_equal_calculate_bboxes(seed):
     top, left, height, width = boxes.unbind(-1)
     gc, otc = calculate_bboxes(SimpleNamespace(size_crops=sizes, nmb_crops=counts),
                                torch.stack([left, top, left + width, top + height], -1), [90 * int(k) for k in turns])
-    size = lambda i: sizes[0] if i < 2 else sizes[1]
+    def size(i):
+        return sizes[0] if i < 2 else sizes[1]
+
     for i in range(2):  # gc[i][j]: global i's overlap with crop j, in global i's rotated frame
         for j in range(6):
             torch.testing.assert_close(overlap_in_crop_frame(boxes[i], boxes[j], size(i), turns[i]), gc[i][j])

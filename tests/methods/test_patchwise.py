@@ -37,7 +37,9 @@ def explicit_loss(method, views, variant="mean", cls_weight=0.9, temp=0.04, cent
 
     centre: None (zero), (T, K) one row per teacher token position, or (2, K) the CLS row and one shared patch row.
     """
-    centre_of = lambda i: 0.0 if centre is None else centre[i if len(centre) > 2 else min(i, 1)]
+    def centre_of(i):
+        return 0.0 if centre is None else centre[i if len(centre) > 2 else min(i, 1)]
+
     objective = method.objective
     with torch.no_grad():
         teacher = [objective.teacher_heads["dino"](method.teacher(c)) for c in views.global_crops]
@@ -157,7 +159,10 @@ def test_without_global_local_patches_only_the_global_pairs_match_patches(digits
 def test_same_batch_geometry_shares_boxes_flips_and_one_matching(digits, monkeypatch):
     import patchbench.methods.patchwise as patchwise
     rows_matched = []
-    spy = lambda boxes_a, *args: rows_matched.append(len(boxes_a)) or match_patches(boxes_a, *args)
+    def spy(boxes_a, *args):
+        rows_matched.append(len(boxes_a))
+        return match_patches(boxes_a, *args)
+
     monkeypatch.setattr(patchwise, "match_patches", spy)
     images, source = digits
     method = build(source, view_kwargs={"same_batch_geometry": True, "patch_augmentation": False})
@@ -216,7 +221,9 @@ def reference_patchwise(teacher_logits, student_logits, boxes, flips, grids, cen
     (2, K) CLS + one shared patch row.
     """
     n_global, batch, n_tokens, _ = teacher_logits.shape
-    centre_row = lambda i: centre[i] if len(centre) == n_tokens else centre[min(i, 1)]
+    def centre_row(i):
+        return centre[i] if len(centre) == n_tokens else centre[min(i, 1)]
+
     pair_losses, pair_entropies = [], []
     for v in range(n_global):
         for u in range(len(student_logits)):
@@ -285,7 +292,8 @@ def test_loss_functions_on_random_tensors_equal_the_pair_loop(n_local, temps, mo
                     cls_weight=0.7, patch_loss=patch_loss, global_local_patches=global_local_patches)
     loss, entropy, new_centre = patchwise_functions(teacher_logits, student_logits, boxes, flips, grids, centre,
                                                     shared_geometry=same_batch_geometry, **settings)
-    expected, expected_entropy, expected_centre = reference_patchwise(teacher_logits, student_logits, boxes, flips, grids, centre,
+    expected, expected_entropy, expected_centre = reference_patchwise(teacher_logits, student_logits, boxes, flips,
+                                                                      grids, centre,
                                                     **settings)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(new_centre, expected_centre, rtol=1e-5, atol=1e-6)

@@ -45,7 +45,8 @@ from patchbench.reports.tables import Cell, ReportData, main_table
 FIXTURES = Path(__file__).parent / "fixtures"
 RESULTS = FIXTURES / "results"
 EXPECTED = FIXTURES / "expected"
-UPDATE_GOLDEN = os.environ.get("PATCHBENCH_UPDATE_GOLDEN") == "1"  # rewrite tests/reports/fixtures/expected/ (then review!)
+# PATCHBENCH_UPDATE_GOLDEN=1 rewrites tests/reports/fixtures/expected/ (then review!)
+UPDATE_GOLDEN = os.environ.get("PATCHBENCH_UPDATE_GOLDEN") == "1"
 
 
 def record(method: str, seed: int, metrics: dict[str, float], eval_name: str = "knn", dataset: str = "shapes",
@@ -219,7 +220,8 @@ def test_a_table_layout_picks_rows_and_columns_by_pattern():
 
 
 def golden(name: str, folder: Path) -> list[str]:
-    """Compare every table file under ``folder`` with tests/reports/fixtures/expected/<name>/; return the files compared."""
+    """Compare every table file under ``folder`` with tests/reports/fixtures/expected/<name>/; return the files
+    compared."""
     expected_dir = EXPECTED / name
     produced = sorted(p.name for p in folder.iterdir())
     if UPDATE_GOLDEN:
