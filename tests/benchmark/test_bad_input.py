@@ -260,7 +260,8 @@ def test_bad_dataset_files_refused_at_load(tmp_path, kind):
     (("run", "missing.yaml"), "matrix file not found: missing.yaml"),
     (("run", "binary.yaml"), "cannot be read as a YAML text file"),
     (("report", "nowhere"), "no results folder at nowhere"),
-], ids=["matrix-is-folder", "matrix-missing", "matrix-binary", "report-missing-folder"])
+    (("methods", "--details", "dinoo"), "unknown method 'dinoo'. Did you mean 'dino'?"),
+], ids=["matrix-is-folder", "matrix-missing", "matrix-binary", "report-missing-folder", "methods-details-unknown"])
 def test_bad_arguments(tmp_path, args, message):
     work = corpus_dir(tmp_path)
     (work / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81")
@@ -274,5 +275,5 @@ def test_bad_arguments(tmp_path, args, message):
 
 
 def test_the_corpus_holds_at_least_forty_cases():
-    assert len(MATRIX_CASES) + len(DATA_CASES) + 4 >= 40
+    assert len(MATRIX_CASES) + len(DATA_CASES) + 5 >= 40
     assert len({c[0] for c in MATRIX_CASES}) == len(MATRIX_CASES)
