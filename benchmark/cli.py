@@ -44,7 +44,7 @@ def method_details(name: str) -> int:
     for kind, component, registry, values in (("view strategy", view, VIEWS, view_kwargs),
                                               ("objective", objective, OBJECTIVES, objective_kwargs)):
         docs = setting_docs(registry.get(component))
-        rows = [(key, _plain(value), docs[key]) for key, value in values.items()]
+        rows = [(key, _as_yaml(value), docs[key]) for key, value in values.items()]
         print(f"\n{kind} '{component}' ({kind.split()[0]}_kwargs in a matrix)")
         print(tabulate(rows, headers=["setting", "value", "meaning"], tablefmt="github", maxcolwidths=[None, 20, 90],
                        disable_numparse=True))
@@ -64,6 +64,15 @@ def cmd_evaluations(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["evaluation", "reads", "dataset needs", "settings (defaults)", "description"],
                    tablefmt="github"))
     return 0
+
+
+def _as_yaml(value) -> str:
+    """A setting's value as it is written in a matrix (YAML flow style): true, null, [0.4, 1.0]."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_as_yaml(v) for v in value) + "]"
+    return str(value)
 
 
 def _plain(value) -> str:
