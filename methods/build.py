@@ -33,7 +33,7 @@ def _keyword_parameters(cls: type) -> dict[str, inspect.Parameter]:
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
-        signature = inspect.signature(klass.__init__).parameters
+        signature = inspect.signature(vars(klass)["__init__"]).parameters
         for name, p in signature.items():
             if p.kind is inspect.Parameter.KEYWORD_ONLY:
                 params.setdefault(name, p)
@@ -71,7 +71,7 @@ def setting_docs(cls: type) -> dict[str, str]:
     return {name: docs.get(name, "") for name in _keyword_parameters(cls) if name not in skip}
 
 
-def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: set[str]) -> dict[str, Any]:
+def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: frozenset[str]) -> dict[str, Any]:
     """``kwargs`` checked against ``cls.__init__`` (names, and values against the annotations) and completed with
     its defaults, so a config is fully resolved."""
     if not isinstance(kwargs, dict):
