@@ -9,7 +9,16 @@ from pathlib import Path
 from tabulate import tabulate
 
 from patchbench.datasets import DATASETS, DatasetError, build_dataset
-from patchbench.methods import METHODS, IncompatiblePairing, RegistryError
+from patchbench.methods import (
+    METHODS,
+    OBJECTIVES,
+    VIEWS,
+    IncompatiblePairing,
+    MethodChoice,
+    RegistryError,
+    resolve_choice,
+)
+from patchbench.methods.build import setting_docs
 
 from .config import ConfigError
 from .orchestrator import RunInterrupted
@@ -20,8 +29,25 @@ USER_ERRORS = (ConfigError, RegistryError, DatasetError, IncompatiblePairing)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    if args.details:
+        return method_details(args.details)
     rows = [(s.name, s.view, s.objective, s.paper) for s in (METHODS.get(n) for n in METHODS.names())]
     print(tabulate(rows, headers=["method", "view strategy", "objective", "paper"], tablefmt="github"))
+    return 0
+
+
+def method_details(name: str) -> int:
+    """Every setting of the method's view strategy and objective: its value for this method and its ``Args:`` entry."""
+    spec = METHODS.get(name)
+    view, view_kwargs, objective, objective_kwargs = resolve_choice(MethodChoice(name))
+    print(f"{spec.name}: {spec.paper}")
+    for kind, component, registry, values in (("view strategy", view, VIEWS, view_kwargs),
+                                              ("objective", objective, OBJECTIVES, objective_kwargs)):
+        docs = setting_docs(registry.get(component))
+        rows = [(key, _as_yaml(value), docs[key]) for key, value in values.items()]
+        print(f"\n{kind} '{component}' ({kind.split()[0]}_kwargs in a matrix)")
+        print(tabulate(rows, headers=["setting", "value", "meaning"], tablefmt="github", maxcolwidths=[None, 20, 90],
+                       disable_numparse=True))
     return 0
 
 
@@ -38,6 +64,15 @@ def cmd_evaluations(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["evaluation", "reads", "dataset needs", "settings (defaults)", "description"],
                    tablefmt="github"))
     return 0
+
+
+def _as_yaml(value) -> str:
+    """A setting's value as it is written in a matrix (YAML flow style): true, null, [0.4, 1.0]."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_as_yaml(v) for v in value) + "]"
+    return str(value)
 
 
 def _plain(value) -> str:
@@ -171,7 +206,8 @@ def _summary(matrix, out: Path, todo, executor: str, waited: bool) -> int:
     done = states.count("done")
     failed = [s for s in states if s.startswith("failed")]
     n = todo.submitted
-    print(f"{matrix.name}: {n} job{'' if n == 1 else 's'} submitted, {done}/{len(states)} cells done, {len(failed)} failed "
+    print(f"{matrix.name}: {n} job{'' if n == 1 else 's'} submitted, {done}/{len(states)} cells done, "
+          f"{len(failed)} failed "
           f"(results in {out}; status: patchbench status MATRIX --out {out}; table: patchbench report {out})")
     if failed:
         print("failed cells are not resubmitted by run: patchbench resubmit MATRIX --failed")
@@ -240,11 +276,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="patchbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("methods", help="list the registered methods").set_defaults(func=cmd_methods)
+    m = sub.add_parser("methods", help="list the registered methods; --details NAME: the settings of one")
+    m.add_argument("--details", metavar="NAME", default=None,
+                   help="print every view-strategy and objective setting of method NAME, its value and meaning")
+    m.set_defaults(func=cmd_methods)
     sub.add_parser("evaluations", help="list the registered evaluations, what they read and their settings"
                    ).set_defaults(func=cmd_evaluations)
     d = sub.add_parser("datasets", help="list the datasets and whether their files are present")
-    d.add_argument("--data-root", default=None, help="folder holding on-disk datasets (default $PATCHBENCH_DATA or ./data)")
+    d.add_argument("--data-root", default=None,
+                   help="folder holding on-disk datasets (default $PATCHBENCH_DATA or ./data)")
     d.set_defaults(func=cmd_datasets)
     def matrix_command(name: str, help: str, func, executor: bool = False) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)

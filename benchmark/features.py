@@ -86,7 +86,9 @@ def load_encoder(spec: RunSpec, run: RunDir | None, device: torch.device) -> Enc
         torch.manual_seed(spec.seed)
         backbone = ViTEncoder(spec.backbone).to(device).eval()
         if spec.method == "random-init-patches":
-            mean_patch = (lambda x: backbone(x)[:, backbone.num_prefix_tokens:].mean(1))
+            def mean_patch(x: Tensor) -> Tensor:
+                return backbone(x)[:, backbone.num_prefix_tokens:].mean(1)
+
             return Encoder(torch.no_grad()(mean_patch), torch.no_grad()(backbone.patch_tokens), "mean_patch",
                            "patch_tokens", 0, reference_identity)
         return Encoder(torch.no_grad()(lambda x: backbone(x)[:, 0]), torch.no_grad()(backbone.patch_tokens), "cls",

@@ -159,7 +159,8 @@ def load_matrix(path: str | Path, data_root: str | None = None) -> Matrix:
         raise ConfigError(f"{path}: vary.methods (or vary.references) lists nothing to run")
     if not datasets:
         raise ConfigError(f"{path}: no dataset; set fixed.dataset or vary.datasets")
-    if len(set(map(str, seeds))) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    integers = all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if len(set(map(str, seeds))) != len(seeds) or not integers:
         raise ConfigError(f"{path}: vary.seeds must be distinct integers, got {seeds}")
     for ablation, overrides in ablations.items():
         check_keys(overrides, ABLATION_KEYS, f"{path}: vary.ablations.{ablation}")

@@ -1,6 +1,6 @@
 """Slow per-cell reference for methods/patch_photometric.py: torchvision's own ops, one cell at a time.
 
-The independent expectation of tests/test_patch_photometric.py and the baseline of ``speed patch-aug``.
+The independent expectation of tests/methods/test_patch_photometric.py and the baseline of ``speed patch-aug``.
 
 Transcribes ``image_to_patches.py::PatchAugmentation`` (``alijavidani/dino@imagenet100-patch_augmentation``) on
 tensors: cut each view into p×p cells, run the cell's ops in its drawn order through

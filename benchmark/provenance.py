@@ -35,7 +35,7 @@ def machine() -> str:
 
 
 def provenance() -> dict[str, object]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = version(name)

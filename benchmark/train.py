@@ -11,6 +11,10 @@ step; a non-finite loss fails the run as ``diverged`` at the step where it first
 Data-parallel runs (``ddp.py``) shard each batch's views over the ranks; rank 0 writes the log and checkpoints.
 A ``stop`` callable (the preemption signal, see ``jobs.py``) is polled at every batch boundary: when it fires, a
 checkpoint is saved there and :class:`Preempted` is raised, so the job can be requeued and resume exactly.
+
+Split as DINO's ``main_dino.py``: :func:`setup` (method, data, optimiser, schedules), :func:`restore` /
+:func:`save` (the checkpoint and the position it holds), :func:`train_one_epoch` and :func:`pretrain`, which
+ties them together.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -127,7 +133,7 @@ class TrainLog:
         if not self.pending:
             return []
         keys = list(self.pending[0][1])
-        values = torch.stack([torch.stack([l[k].float() for k in keys]) for _, l in self.pending])
+        values = torch.stack([torch.stack([losses[k].float() for k in keys]) for _, losses in self.pending])
         values = all_reduce_mean(values).cpu().tolist()  # the global batch's losses on every rank
         rows = [{**info, **dict(zip(keys, vals))} for (info, _), vals in zip(self.pending, values)]
         self.pending.clear()
@@ -173,22 +179,46 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def pretrain(spec: RunSpec, run: RunDir, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train ``spec`` in ``run`` (resuming from its checkpoint if any); return the train summary.
+@dataclass
+class Position:
+    """Where training stands: the next batch to load (``epoch``, ``batch``) and the optimiser steps taken."""
 
-    Raises :class:`Preempted` after checkpointing when ``stop()`` turns true, :class:`Diverged` on a non-finite loss.
-    """
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+@dataclass
+class Training:
+    """Everything a run trains with, built once by :func:`setup` (DINO's ``train_dino`` before its epoch loop)."""
+
+    spec: RunSpec
+    device: torch.device
+    method: SSLMethod
+    data: ImageSet
+    optimizer: torch.optim.Optimizer
+    params: list[tuple[str, torch.nn.Parameter]]
+    lr: np.ndarray  # one value per optimiser step
+    wd: np.ndarray
+    momentum: np.ndarray
+    batches_per_epoch: int
+    steps_per_epoch: int  # optimiser steps
+    training_step: Callable[[Views, Progress, int], dict[str, torch.Tensor]]
+
+
+def setup(spec: RunSpec) -> Training:
+    """The seeded method on its device, the training data, AdamW with DINO's parameter groups and the per-step
+    schedules; refuses a batch size the data or the ranks cannot take."""
     device = ddp.training_device(spec.runtime.device)
     method, source = build_for_spec(spec, device)
     data = source.load("train")
-    batch_size, epochs = spec.budget.batch_size, spec.budget.epochs
-    rank, world = ddp.rank(), ddp.world_size()
+    batch_size, epochs, world = spec.budget.batch_size, spec.budget.epochs, ddp.world_size()
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} cannot be split over {world} GPUs; use a multiple of {world}")
     batches_per_epoch = len(data) // batch_size
     if batches_per_epoch == 0:
         raise ValueError(f"batch size {batch_size} exceeds the {len(data)} training images of '{spec.dataset}'")
-    steps_per_epoch = batches_per_epoch * method.steps_per_batch  # optimiser steps
+    steps_per_epoch = batches_per_epoch * method.steps_per_batch
 
     # Schedules, one value per optimiser step (DINO: lr scaled linearly with the batch size, base 256).
     o = spec.optim
@@ -197,81 +227,135 @@ def pretrain(spec: RunSpec, run: RunDir, stop: Callable[[], bool] | None = None)
     momentum = cosine_schedule(o.momentum_teacher, 1.0, epochs, steps_per_epoch)
     params = method.student_parameters()
     optimizer = torch.optim.AdamW(param_groups(params))
+    return Training(spec, device, method, data, optimizer, params, lr, wd, momentum, batches_per_epoch,
+                    steps_per_epoch, ddp.wrap(method, device))
 
-    start_epoch, start_batch, step = 0, 0, 0
-    if run.checkpoint.exists():
-        ckpt = torch.load(run.checkpoint, map_location=device, weights_only=False)
-        method.load_state_dict(ckpt["method"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        rngs = ckpt.get("rng_per_rank") or [ckpt["rng"]]
-        torch.set_rng_state(rngs[rank] if len(rngs) == world else ckpt["rng"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
-        if rank == 0:
-            print(f"resumed from checkpoint at epoch {start_epoch}, batch {start_batch} (step {step})", flush=True)
-    log = TrainLog(run, resume_step=step)
-    training_step = ddp.wrap(method, device)
 
-    def save_checkpoint(epoch: int, batch: int) -> None:
-        log.flush()  # never checkpoint past a non-finite loss
-        rngs = ddp.gather_objects(torch.get_rng_state())  # a collective: every rank calls it
-        if rank == 0:
-            atomic_torch_save(run.checkpoint, {
-                "method": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "batch": batch,
-                "step": step, "rng": rngs[0], "rng_per_rank": rngs, "run_id": spec.run_id,
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+def restore(checkpoint: Path, method: SSLMethod, optimizer: torch.optim.Optimizer,
+            device: torch.device) -> Position:
+    """Load a checkpoint written by :func:`save` into ``method`` and ``optimizer``, set this rank's torch RNG
+    state (and CUDA's) to the saved one, and return the position to continue from (DINO's
+    ``utils.py::restart_from_checkpoint``).
 
+    Each rank takes its own saved RNG state when the world size is unchanged, else rank 0's.
+    """
+    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
+    method.load_state_dict(ckpt["method"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    rngs = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+    torch.set_rng_state(rngs[ddp.rank()] if len(rngs) == ddp.world_size() else ckpt["rng"])
+    if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+    return Position(ckpt["epoch"], ckpt["batch"], ckpt["step"])
+
+
+def save(checkpoint: Path, method: SSLMethod, optimizer: torch.optim.Optimizer, position: Position, run_id: str,
+         device: torch.device) -> None:
+    """Write the checkpoint atomically on rank 0: model (with centres), optimiser, position and every rank's RNG
+    state. A collective: every rank calls it."""
+    rngs = ddp.gather_objects(torch.get_rng_state())
+    if ddp.rank() == 0:
+        atomic_torch_save(checkpoint, {
+            "method": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": position.epoch,
+            "batch": position.batch, "step": position.step, "rng": rngs[0], "rng_per_rank": rngs, "run_id": run_id,
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+
+
+class Checkpointer:
+    """Saves the run's checkpoint at a batch boundary, on request and every ``checkpoint_interval_min`` minutes,
+    after writing the pending log (never past a non-finite loss)."""
+
+    def __init__(self, run: RunDir, t: Training, log: TrainLog):
+        self.run, self.t, self.log = run, t, log
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.t.spec.runtime.checkpoint_interval_min * 60
+
+    def save(self, epoch: int, batch: int, step: int) -> None:
+        self.log.flush()
+        save(self.run.checkpoint, self.t.method, self.t.optimizer, Position(epoch, batch, step), self.t.spec.run_id,
+             self.t.device)
+        self.last = time.monotonic()
+
+
+def train_one_epoch(t: Training, epoch: int, position: Position, log: TrainLog, checkpoints: Checkpointer,
+                    bar: tqdm, stop: Callable[[], bool] | None) -> int:
+    """Epoch ``epoch`` from batch ``position.batch``, advancing ``position.step``; returns the images seen.
+
+    At every batch boundary the ranks agree whether to stop or checkpoint; on a stop, the checkpoint is saved and
+    :class:`Preempted` raised.
+    """
+    spec, method = t.spec, t.method
+    rank, world, epochs = ddp.rank(), ddp.world_size(), spec.budget.epochs
     interactive = sys.stderr.isatty() and rank == 0
-    bar = tqdm(total=epochs * steps_per_epoch, initial=step, disable=not interactive, desc=spec.method)
-    workers = loader_workers(spec.runtime.num_workers)
-    images_seen, started, last_checkpoint = 0, time.perf_counter(), time.monotonic()
-    method.train()
-    for epoch in range(start_epoch, epochs):
-        order = epoch_order(spec.seed, epoch, len(data))
-        first = start_batch if epoch == start_epoch else 0
-        for batch_index, images in enumerate(batches(data, order, batch_size, first, workers,
-                                                     pin_memory=device.type == "cuda"), start=first):
-            images = images.to(device, non_blocking=True)
-            views = method.make_views(images, view_generator(spec.seed, epoch * batches_per_epoch + batch_index))
-            views = ddp.shard_views(views, rank, world)
-            for substep in range(method.steps_per_batch):
-                progress = Progress(epoch=epoch, step=step, total_epochs=epochs, steps_per_epoch=steps_per_epoch)
-                losses = optimizer_step(method, optimizer, params, views, progress, substep, lr=float(lr[step]),
-                                        weight_decay=float(wd[step]), momentum=float(momentum[step]),
-                                        clip_grad=o.clip_grad, training_step=training_step)
-                log.add({"step": step, "epoch": epoch, "lr": float(lr[step]), "wd": float(wd[step]),
-                         **({"momentum": float(momentum[step])} if method.teacher is not None else {})}, losses)
-                step += 1
-                bar.update(1)
-            images_seen += len(images)
-            if len(log.pending) >= spec.runtime.log_every:
-                rows = log.flush()
-                if rows and not interactive and rank == 0:
-                    print(f"epoch {epoch + 1}/{epochs} step {step}/{epochs * steps_per_epoch} "
-                          f"loss {rows[-1]['loss']:.4f}", flush=True)
-            stopping, due = ddp.any_rank(
-                stop is not None and stop(),
-                time.monotonic() - last_checkpoint >= spec.runtime.checkpoint_interval_min * 60)
-            if stopping or due:
-                save_checkpoint(epoch, batch_index + 1)
-                last_checkpoint = time.monotonic()
-            if stopping:
-                bar.close()
-                raise Preempted(epoch, batch_index + 1)
-        save_checkpoint(epoch + 1, 0)
-        last_checkpoint = time.monotonic()
+    order = epoch_order(spec.seed, epoch, len(t.data))
+    images_seen = 0
+    for batch_index, images in enumerate(batches(t.data, order, spec.budget.batch_size, position.batch,
+                                                 loader_workers(spec.runtime.num_workers),
+                                                 pin_memory=t.device.type == "cuda"), start=position.batch):
+        images = images.to(t.device, non_blocking=True)
+        views = method.make_views(images, view_generator(spec.seed, epoch * t.batches_per_epoch + batch_index))
+        views = ddp.shard_views(views, rank, world)
+        for substep in range(method.steps_per_batch):
+            step = position.step
+            progress = Progress(epoch=epoch, step=step, total_epochs=epochs, steps_per_epoch=t.steps_per_epoch)
+            losses = optimizer_step(method, t.optimizer, t.params, views, progress, substep, lr=float(t.lr[step]),
+                                    weight_decay=float(t.wd[step]), momentum=float(t.momentum[step]),
+                                    clip_grad=spec.optim.clip_grad, training_step=t.training_step)
+            log.add({"step": step, "epoch": epoch, "lr": float(t.lr[step]), "wd": float(t.wd[step]),
+                     **({"momentum": float(t.momentum[step])} if method.teacher is not None else {})}, losses)
+            position.step += 1
+            bar.update(1)
+        images_seen += len(images)
+        if len(log.pending) >= spec.runtime.log_every:
+            rows = log.flush()
+            if rows and not interactive and rank == 0:
+                print(f"epoch {epoch + 1}/{epochs} step {position.step}/{epochs * t.steps_per_epoch} "
+                      f"loss {rows[-1]['loss']:.4f}", flush=True)
+        stopping, due = ddp.any_rank(stop is not None and stop(), checkpoints.due())
+        if stopping or due:
+            checkpoints.save(epoch, batch_index + 1, position.step)
+        if stopping:
+            bar.close()
+            raise Preempted(epoch, batch_index + 1)
+    return images_seen
+
+
+def pretrain(spec: RunSpec, run: RunDir, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train ``spec`` in ``run`` (resuming from its checkpoint if any); return the train summary.
+
+    Raises :class:`Preempted` after checkpointing when ``stop()`` turns true, :class:`Diverged` on a non-finite loss.
+    """
+    t = setup(spec)
+    rank, epochs = ddp.rank(), spec.budget.epochs
+    position = Position()
+    if run.checkpoint.exists():
+        position = restore(run.checkpoint, t.method, t.optimizer, t.device)
+        if rank == 0:
+            print(f"resumed from checkpoint at epoch {position.epoch}, batch {position.batch} "
+                  f"(step {position.step})", flush=True)
+    log = TrainLog(run, resume_step=position.step)
+    checkpoints = Checkpointer(run, t, log)
+    interactive = sys.stderr.isatty() and rank == 0
+    bar = tqdm(total=epochs * t.steps_per_epoch, initial=position.step, disable=not interactive, desc=spec.method)
+    images_seen, started = 0, time.perf_counter()
+    t.method.train()
+    for epoch in range(position.epoch, epochs):
+        images_seen += train_one_epoch(t, epoch, position, log, checkpoints, bar, stop)
+        position.epoch, position.batch = epoch + 1, 0
+        checkpoints.save(epoch + 1, 0, position.step)
     bar.close()
     wall = time.perf_counter() - started
     if rank != 0:
         return {}
-    summary = summarise(run, epochs, steps_per_epoch)
+    summary = summarise(run, epochs, t.steps_per_epoch)
     if summary["collapsed"] == NOT_MEASURED:
         print(f"warning: collapse not measured: objective '{spec.objective}' returns no 'kl' diagnostic "
               "(docs/plugins.md)", file=sys.stderr, flush=True)
     summary.update(images_per_s=images_seen / wall if images_seen else None, wall_s=wall,
-                   peak_memory_mb=peak_memory_mb(device), device=str(device), world_size=world,
-                   device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+                   peak_memory_mb=peak_memory_mb(t.device), device=str(t.device), world_size=ddp.world_size(),
+                   device_name=torch.cuda.get_device_name(t.device) if t.device.type == "cuda" else "cpu")
     atomic_write_json(run.train_summary, summary)
     return summary
 
@@ -290,8 +374,6 @@ def summarise(run: RunDir, epochs: int, steps_per_epoch: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # python -m patchbench.benchmark.train RUN_DIR  (resumes if a checkpoint exists)
-    from pathlib import Path
-
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun-style environment: RANK, WORLD_SIZE, MASTER_ADDR/PORT
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     run = RunDir(Path(sys.argv[1]))

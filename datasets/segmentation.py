@@ -82,7 +82,8 @@ class _SegmentationSource(DatasetSource):
         self.check()
         images, masks = self.pairs(split)
         if not images:
-            raise DatasetError(f"dataset '{self.name}': split {split} lists no images.\nExpected layout:\n{self.layout}")
+            raise DatasetError(f"dataset '{self.name}': split {split} lists no images.\n"
+                               f"Expected layout:\n{self.layout}")
         missing = [str(p) for p in (*images, *masks) if not p.is_file()]
         if missing:
             raise DatasetError(f"dataset '{self.name}': {len(missing)} files of split {split} are missing, e.g. "

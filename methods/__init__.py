@@ -4,8 +4,18 @@ from . import aps, dino, gtsa, ibot, masking, patchwise, selfpatch, views  # noq
 from .backbone import VIT_SIZES, BackboneConfig, ViTEncoder
 from .base import EvalEncoder, IncompatiblePairing, Objective, Progress, SSLMethod, Views, ViewStrategy
 from .build import MethodChoice, build_method, resolve_choice
-from .registry import (METHODS, OBJECTIVES, VIEWS, MethodSpec, RegistryError, did_you_mean, load_plugins,
-                       register_method, register_objective, register_view)
+from .registry import (
+                       METHODS,
+                       OBJECTIVES,
+                       VIEWS,
+                       MethodSpec,
+                       RegistryError,
+                       did_you_mean,
+                       load_plugins,
+                       register_method,
+                       register_objective,
+                       register_view,
+)
 
 __all__ = [
     "VIT_SIZES", "BackboneConfig", "ViTEncoder", "EvalEncoder", "IncompatiblePairing", "Objective", "Progress",

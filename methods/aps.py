@@ -43,9 +43,23 @@ def info_nce(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
 
 
+def symmetric_info_nce(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """``ctr(p1, z2)`` and ``ctr(p2, z1)`` (``main_pretrain.py``): each view's prediction against the other view's
+    projection, the projections detached (stop-gradient). p*, z*: (B, D) in float32."""
+    return info_nce(p1, z2.detach(), temperature), info_nce(p2, z1.detach(), temperature)
+
+
 @register_objective("aps")
 class APSObjective(Objective):
-    """Stop-gradient InfoNCE between the two sparsely / selectively sampled views; no teacher."""
+    """Stop-gradient InfoNCE between the two sparsely / selectively sampled views; no teacher.
+
+    Args:
+        hidden_dim: width of the projector's and predictor's hidden layers (APS: 512).
+        out_dim: dimension of the projections and predictions (APS: 128).
+        temperature: τ of the InfoNCE logits (APS: 0.1).
+        steps_per_batch: optimiser steps per loaded batch, each on its own view-1 chunk; must equal the view's
+            ``n_chunks`` (APS: 4; the one-step variant sets both to 1).
+    """
 
     requires = frozenset({"keep"})
     min_global_views = 2
@@ -82,8 +96,7 @@ class APSObjective(Objective):
         z1, z2 = (heads["projector"](student(views.crops[v], keep=keep[:, v, substep])[:, 0]) for v in range(2))
         p1, p2 = heads["predictor"](z1), heads["predictor"](z2)
         z1, z2, p1, p2 = z1.float(), z2.float(), p1.float(), p2.float()
-        loss_12 = info_nce(p1, z2.detach(), self.temperature)
-        loss_21 = info_nce(p2, z1.detach(), self.temperature)
+        loss_12, loss_21 = symmetric_info_nce(p1, p2, z1, z2, self.temperature)
         with torch.no_grad():
             logits = F.normalize(p1, dim=1) @ F.normalize(z2, dim=1).T
             accuracy = (logits.argmax(1) == torch.arange(len(p1), device=p1.device)).float().mean()

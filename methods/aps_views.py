@@ -83,7 +83,26 @@ def sample_without_replacement(weights: Tensor, n: int, generator: torch.Generat
 
 @register_view("aps")
 class APSViews(CropPipeline):
-    """Two crops with boxes and flips, plus APS's sparse / selective patch indices (``keep``)."""
+    """Two crops with boxes and flips, plus APS's sparse / selective patch indices (``keep``).
+
+    Args:
+        size: side of both crops, in pixels, a multiple of the patch size; default the image size (APS: 224).
+        scale: (min, max) area of a crop, as a fraction of the image (APS: (0.15, 1)).
+        ratio: (min, max) aspect ratio, width / height, of a crop box (torchvision's (3/4, 4/3)).
+        flip_p: probability of a horizontal flip, per crop (APS: 0.5).
+        jitter_p: probability of colour jitter, per crop (APS: 0.8).
+        brightness: colour-jitter brightness factor, unitless (APS: 0.4).
+        contrast: colour-jitter contrast factor, unitless (APS: 0.4).
+        saturation: colour-jitter saturation factor, unitless (APS: 0.4).
+        hue: colour-jitter hue shift, a fraction of the hue circle in [0, 0.5] (APS: 0.1).
+        gray_p: probability of converting a crop to grey, per crop (APS: 0.2).
+        sampling_ratio: fraction of each view's patches kept per step (APS: 0.25).
+        n_chunks: disjoint view-1 chunks drawn per batch, one per optimiser step; must equal the objective's
+            ``steps_per_batch`` (APS: 4; the one-step variant sets both to 1).
+        power: exponent of (1 − coverage) in the selective-sampling weights of view 2 (APS: 3).
+        track_flip: mirror a flipped view's grid columns when computing the coverage (true); false reproduces
+            upstream, whose boxes ignore the flip (docs/methods.md, APS, Settings).
+    """
 
     provides = frozenset({"boxes", "flips", "keep", "selective_shortfall"})
     interpolation = "bilinear"

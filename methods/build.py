@@ -11,6 +11,10 @@ from .base import Objective, SSLMethod, ViewStrategy
 from .registry import METHODS, OBJECTIVES, VIEWS, RegistryError, did_you_mean
 from .typecheck import SettingError, check_setting, parameter_annotations
 
+# Constructor arguments that build_method passes itself (from the backbone and the dataset): not settings.
+VIEW_BUILD_ARGUMENTS = frozenset({"image_size", "patch_size", "mean", "std"})
+OBJECTIVE_BUILD_ARGUMENTS = frozenset({"embed_dim"})
+
 
 @dataclass(frozen=True)
 class MethodChoice:
@@ -29,7 +33,7 @@ def _keyword_parameters(cls: type) -> dict[str, inspect.Parameter]:
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
-        signature = inspect.signature(klass.__init__).parameters
+        signature = inspect.signature(vars(klass)["__init__"]).parameters
         for name, p in signature.items():
             if p.kind is inspect.Parameter.KEYWORD_ONLY:
                 params.setdefault(name, p)
@@ -38,7 +42,36 @@ def _keyword_parameters(cls: type) -> dict[str, inspect.Parameter]:
     return params
 
 
-def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: set[str]) -> dict[str, Any]:
+def _args_section(docstring: str | None) -> dict[str, str]:
+    """The entries of a Google-style ``Args:`` section: name → text, continuation lines joined."""
+    entries: dict[str, str] = {}
+    lines = inspect.cleandoc(docstring or "").splitlines()
+    if "Args:" not in lines:
+        return entries
+    name = None
+    for line in lines[lines.index("Args:") + 1:]:
+        if line.strip() and not line.startswith("    "):
+            break
+        if line.startswith("    ") and not line.startswith("     ") and ":" in line:
+            name, text = line.strip().split(":", 1)
+            entries[name] = text.strip()
+        elif name and line.strip():
+            entries[name] += " " + line.strip()
+    return entries
+
+
+def setting_docs(cls: type) -> dict[str, str]:
+    """The documentation of each keyword setting of ``cls``: the ``Args:`` entries of its docstring and of the
+    classes its ``**kwargs`` reach, the subclass's entry first."""
+    docs: dict[str, str] = {}
+    for klass in cls.__mro__:
+        for name, text in _args_section(vars(klass).get("__doc__")).items():
+            docs.setdefault(name, text)
+    skip = VIEW_BUILD_ARGUMENTS | OBJECTIVE_BUILD_ARGUMENTS
+    return {name: docs.get(name, "") for name in _keyword_parameters(cls) if name not in skip}
+
+
+def _complete_kwargs(cls: type, kwargs: dict[str, Any], what: str, skip: frozenset[str]) -> dict[str, Any]:
     """``kwargs`` checked against ``cls.__init__`` (names, and values against the annotations) and completed with
     its defaults, so a config is fully resolved."""
     if not isinstance(kwargs, dict):
@@ -73,9 +106,9 @@ def resolve_choice(choice: MethodChoice) -> tuple[str, dict[str, Any], str, dict
     view_kwargs = {**(spec.view_defaults if view == spec.view else {}), **choice.view_kwargs}
     objective_kwargs = {**(spec.objective_defaults if objective == spec.objective else {}),
                         **choice.objective_kwargs}
-    view_kwargs = _complete_kwargs(view_cls, view_kwargs, f"view strategy '{view}'",
-                                   {"image_size", "patch_size", "mean", "std"})
-    objective_kwargs = _complete_kwargs(objective_cls, objective_kwargs, f"objective '{objective}'", {"embed_dim"})
+    view_kwargs = _complete_kwargs(view_cls, view_kwargs, f"view strategy '{view}'", VIEW_BUILD_ARGUMENTS)
+    objective_kwargs = _complete_kwargs(objective_cls, objective_kwargs, f"objective '{objective}'",
+                                        OBJECTIVE_BUILD_ARGUMENTS)
     return view, view_kwargs, objective, objective_kwargs
 
 

@@ -46,7 +46,9 @@ def sample_crop_boxes(batch_size: int, height: int, width: int, scale: tuple[flo
     top = torch.floor(u_top * (height - h + 1))
     left = torch.floor(u_left * (width - w + 1))
     first = torch.argmax(valid.int(), dim=1)  # first valid attempt (0 if none, handled below)
-    pick = lambda t: t.gather(1, first[:, None]).squeeze(1)
+    def pick(t: Tensor) -> Tensor:
+        return t.gather(1, first[:, None]).squeeze(1)
+
     boxes = torch.stack([pick(top), pick(left), pick(h), pick(w)], dim=1)
 
     # Fallback when no attempt is valid: a centre crop with the aspect ratio clamped into `ratio`.

@@ -68,6 +68,20 @@ class DistillationObjective(Objective):
 
     Subclasses take ``**kwargs`` for these and declare only the defaults their paper changes; they build their
     heads with :meth:`head_pair` and name the heads whose last layer stays frozen in ``frozen_heads``.
+
+
+    Args:
+        out_dim: K, the DINO head's output dimension (prototypes) (DINO: 65536; Patch-Wise: 10000; iBOT: 8192).
+        hidden_dim: width of the head's two hidden layers (DINO: 2048).
+        bottleneck_dim: width of the L2-normalised bottleneck before the last layer (DINO: 256).
+        norm_last_layer: weight-normalise the last layer with its norm fixed at 1 (DINO: true; iBOT: false).
+        use_bn: batch norm in the head's hidden layers (DINO: false).
+        student_temp: temperature of the student softmax (DINO: 0.1).
+        teacher_temp: teacher temperature after its warm-up (DINO: 0.04; iBOT: 0.07).
+        warmup_teacher_temp: teacher temperature at epoch 0, raised linearly to ``teacher_temp`` (DINO: 0.04).
+        warmup_teacher_temp_epochs: epochs of that warm-up (DINO: 0 here; its ViT recipes use 30; iBOT: 30).
+        center_momentum: momentum of the teacher centre's EMA, per step (DINO: 0.9).
+        freeze_last_layer: epochs during which the head's last layer gets no update (DINO: 1).
     """
 
     frozen_heads: ClassVar[tuple[str, ...]] = ()

@@ -62,9 +62,79 @@ def aligned_rois(teacher_maps: Tensor, teacher_boxes: Tensor, student_maps: Tens
     return rotate_quarter_turns(t, quarter_turns), s
 
 
+def pair_losses(teacher_maps: Tensor, student_maps: Tensor, boxes: Tensor, turns: Tensor, pairs: list[tuple[int, int]],
+                student_index: list[int], teacher_size: int, student_size: int, out_size: int, patch_size: int,
+                match_fraction: float) -> tuple[Tensor, Tensor]:
+    """Summed per-pair crop and patch-correspondence losses of ``pairs`` whose students share one map size.
+
+    teacher_maps: (G·B, C, h, w) view-major; student_maps: the maps of the students' size, view-major, student view
+    ``pairs[i][1]`` at ``student_index[i]``; boxes: (B, V, 4) (top, left, height, width) in source pixels; turns:
+    (B, V) quarter turns; teacher_size, student_size: the crops' sides in pixels.
+    """
+    batch = boxes.shape[0]
+    tq = torch.tensor([iq for iq, _ in pairs], device=boxes.device)
+    sv = torch.tensor([v for _, v in pairs], device=boxes.device)
+    t_boxes = overlap_in_crop_frame(boxes[:, tq], boxes[:, sv], teacher_size, turns[:, tq])  # (B, P, 4)
+    s_boxes = overlap_in_crop_frame(boxes[:, sv], boxes[:, tq], student_size, turns[:, sv])
+    delta = (turns[:, sv] - turns[:, tq]) % 4
+    def pair_major(x: Tensor) -> Tensor:
+        return x.transpose(0, 1).reshape(len(pairs) * batch, *x.shape[2:])
+
+    s_index = torch.tensor(student_index, device=boxes.device)
+    t_maps = teacher_maps.view(-1, batch, *teacher_maps.shape[1:])[tq].flatten(0, 1)
+    s_maps = student_maps.view(-1, batch, *student_maps.shape[1:])[s_index].flatten(0, 1)
+    t_roi, s_roi = aligned_rois(t_maps, pair_major(t_boxes), s_maps, pair_major(s_boxes), pair_major(delta),
+                                out_size, patch_size)
+    crop = -F.cosine_similarity(s_roi, t_roi, dim=1).view(len(pairs), -1).mean(1).sum()
+    s_tokens, t_tokens = s_maps.flatten(2).transpose(1, 2), t_maps.flatten(2).transpose(1, 2)
+    n_keep = max(1, int(match_fraction * s_tokens.shape[1]))
+    forward, backward = best_match_cosines(s_tokens, t_tokens, n_keep)
+    pc = -0.5 * (forward.view(len(pairs), -1).mean(1) + backward.view(len(pairs), -1).mean(1)).sum()
+    return crop, pc
+
+
+def crop_and_pc_losses(teacher_maps: Tensor, global_maps: Tensor, local_maps: Tensor | None, boxes: Tensor,
+                       turns: Tensor, crop_sizes: tuple[int, int], roi_out_size: tuple[int, int], patch_size: int,
+                       match_fraction: float) -> tuple[Tensor, Tensor]:
+    """The crop and patch-correspondence losses averaged over every (teacher global iq, student view v ≠ iq) pair
+    (``GTSA.roi_align``).
+
+    teacher_maps, global_maps: (G·B, C, h, w) view-major; local_maps: (L·B, C, h', w') or None; boxes: (B, V, 4)
+    (top, left, height, width) in source pixels; turns: (B, V) quarter turns; crop_sizes: (global, local) sides in
+    pixels; roi_out_size: the RoI side for global and for local students.
+    """
+    n_views = boxes.shape[1]
+    n_global = len(global_maps) // boxes.shape[0]
+    global_pairs = [(iq, v) for iq in range(n_global) for v in range(n_global) if v != iq]
+    crop, pc = pair_losses(teacher_maps, global_maps, boxes, turns, global_pairs, [v for _, v in global_pairs],
+                           crop_sizes[0], crop_sizes[0], roi_out_size[0], patch_size, match_fraction)
+    n_pairs = len(global_pairs)
+    if local_maps is not None:
+        local_pairs = [(iq, v) for iq in range(n_global) for v in range(n_global, n_views)]
+        local_crop, local_pc = pair_losses(teacher_maps, local_maps, boxes, turns, local_pairs,
+                                           [v - n_global for _, v in local_pairs], crop_sizes[0], crop_sizes[1],
+                                           roi_out_size[1], patch_size, match_fraction)
+        crop, pc, n_pairs = crop + local_crop, pc + local_pc, n_pairs + len(local_pairs)
+    return crop / n_pairs, pc / n_pairs
+
+
 @register_objective("gtsa")
 class GTSAObjective(Objective):
-    """GTSA's crop, patch-correspondence and rotation losses; the teacher sees the global crops only."""
+    """GTSA's crop, patch-correspondence and rotation losses; the teacher sees the global crops only.
+
+    Args:
+        projector_dim: channels of the conv projector's blocks; default ``embed_dim`` (GTSA: 384 at ViT-S).
+        out_dim: channels of the projector's and predictor's output maps; default 2·``embed_dim`` (GTSA: 768).
+        rot_hidden_dim: width of the rotation head's hidden layers; default 2·``embed_dim`` (GTSA: 768).
+        rot_bottleneck_dim: width of the rotation head's last hidden layer (GTSA: 128).
+        roi_out_size: RoIAlign output side for (global, local) students, in map cells (GTSA: (10, 4) on 14×14 /
+            6×6 maps; (6, 3) here on 8×8 / 4×4 maps, docs/methods.md, GTSA, Deviations).
+        match_fraction: fraction of the student's tokens kept as nearest-neighbour matches (GTSA: 0.5).
+        crop_weight: weight of the crop (RoI cosine) loss (GTSA: 1).
+        pc_weight: weight of the patch-correspondence loss once switched on (GTSA: 0.5).
+        rot_weight: weight of the rotation-prediction loss (GTSA: 0.5).
+        pc_after_epoch: the patch-correspondence loss is on from the epoch after this one, 0-based (GTSA: 10).
+    """
 
     requires = frozenset({"boxes", "rotations"})
     min_global_views = 2
@@ -92,54 +162,25 @@ class GTSAObjective(Objective):
         """Only the projector has a teacher copy; the predictor and rotation head are student-only."""
         return [(self.student_heads["projector"], self.teacher_heads["projector"])]
 
-    def _pair_losses(self, teacher_maps: Tensor, student_maps: Tensor, views: Views, pairs: list[tuple[int, int]],
-                     student_index: list[int], out_size: int, patch_size: int) -> tuple[Tensor, Tensor]:
-        """Summed per-pair crop and patch-correspondence losses of ``pairs`` whose students share one map size."""
-        boxes, turns, batch = views.meta["boxes"].float(), views.meta["rotations"], views.batch_size
-        teacher_size, student_size = views.crops[0].shape[-1], views.crops[pairs[0][1]].shape[-1]
-        tq = torch.tensor([iq for iq, _ in pairs], device=boxes.device)
-        sv = torch.tensor([v for _, v in pairs], device=boxes.device)
-        t_boxes = overlap_in_crop_frame(boxes[:, tq], boxes[:, sv], teacher_size, turns[:, tq])  # (B, P, 4)
-        s_boxes = overlap_in_crop_frame(boxes[:, sv], boxes[:, tq], student_size, turns[:, sv])
-        delta = (turns[:, sv] - turns[:, tq]) % 4
-        pair_major = lambda x: x.transpose(0, 1).reshape(len(pairs) * batch, *x.shape[2:])
-        s_index = torch.tensor(student_index, device=boxes.device)
-        t_maps = teacher_maps.view(-1, batch, *teacher_maps.shape[1:])[tq].flatten(0, 1)
-        s_maps = student_maps.view(-1, batch, *student_maps.shape[1:])[s_index].flatten(0, 1)
-        t_roi, s_roi = aligned_rois(t_maps, pair_major(t_boxes), s_maps, pair_major(s_boxes), pair_major(delta),
-                                    out_size, patch_size)
-        crop = -F.cosine_similarity(s_roi, t_roi, dim=1).view(len(pairs), -1).mean(1).sum()
-        s_tokens, t_tokens = s_maps.flatten(2).transpose(1, 2), t_maps.flatten(2).transpose(1, 2)
-        n_keep = max(1, int(self.match_fraction * s_tokens.shape[1]))
-        forward, backward = best_match_cosines(s_tokens, t_tokens, n_keep)
-        pc = -0.5 * (forward.view(len(pairs), -1).mean(1) + backward.view(len(pairs), -1).mean(1)).sum()
-        return crop, pc
-
     def loss(self, student: ViTEncoder, teacher: ViTEncoder | None, views: Views, progress: Progress,
              substep: int = 0) -> dict[str, Tensor]:
         assert teacher is not None
         prefix, n_global, n_views = student.num_prefix_tokens, views.n_global, views.n_views
         tokens = forward_multicrop(student, views.crops)
         heads = self.student_heads
-        predict = lambda group: heads["predictor"](heads["projector"](token_map(torch.cat(group), prefix)))
+        def predict(group: list[Tensor]) -> Tensor:
+            return heads["predictor"](heads["projector"](token_map(torch.cat(group), prefix)))
+
         global_maps = predict(tokens[:n_global])
         local_maps = predict(tokens[n_global:]) if n_views > n_global else None
         with torch.no_grad():
             teacher_tokens = torch.cat(forward_multicrop(teacher, views.global_crops))
             teacher_maps = self.teacher_heads["projector"](token_map(teacher_tokens, teacher.num_prefix_tokens))
         teacher_maps, global_maps = teacher_maps.float(), global_maps.float()
-        patch = student.patch_size
-        global_pairs = [(iq, v) for iq in range(n_global) for v in range(n_global) if v != iq]
-        crop, pc = self._pair_losses(teacher_maps, global_maps, views, global_pairs, [v for _, v in global_pairs],
-                                     self.roi_out_size[0], patch)
-        n_pairs = len(global_pairs)
-        if local_maps is not None:
-            local_pairs = [(iq, v) for iq in range(n_global) for v in range(n_global, n_views)]
-            local_crop, local_pc = self._pair_losses(teacher_maps, local_maps.float(), views, local_pairs,
-                                                     [v - n_global for _, v in local_pairs], self.roi_out_size[1],
-                                                     patch)
-            crop, pc, n_pairs = crop + local_crop, pc + local_pc, n_pairs + len(local_pairs)
-        crop, pc = crop / n_pairs, pc / n_pairs
+        crop_sizes = (views.crops[0].shape[-1], views.crops[-1].shape[-1])
+        crop, pc = crop_and_pc_losses(teacher_maps, global_maps, None if local_maps is None else local_maps.float(),
+                                      views.meta["boxes"].float(), views.meta["rotations"], crop_sizes,
+                                      self.roi_out_size, student.patch_size, self.match_fraction)
 
         pooled = torch.cat([t[:, prefix:].mean(1) for t in tokens])
         labels = views.meta["rotations"].transpose(0, 1).reshape(-1).long()  # view-major, as ``pooled``

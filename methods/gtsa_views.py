@@ -113,7 +113,29 @@ def rotate_quarter_turns(x: Tensor, quarter_turns: Tensor) -> Tensor:
 
 @register_view("gtsa")
 class GTSAViews(CropPipeline):
-    """Overlap-constrained multi-crop with four-fold rotations; provides ``boxes``, ``rotations``."""
+    """Overlap-constrained multi-crop with four-fold rotations; provides ``boxes``, ``rotations``.
+
+    Args:
+        global_size: side of the two global crops, in pixels; default the image size (GTSA: 224).
+        local_size: side of each local crop, in pixels; default half the image size, rounded to the patch size
+            (GTSA: 96).
+        n_local: local crops per image (GTSA: 8).
+        global_scale: (min, max) area of a global crop, as a fraction of the image (GTSA: (0.3, 1)).
+        local_scale: (min, max) area of a local crop, as a fraction of the image (GTSA: (0.1, 0.3)).
+        ratio: (min, max) aspect ratio, width / height, of a crop box (torchvision's (3/4, 4/3)).
+        jitter_p: probability of colour jitter, per crop (GTSA: 0.8).
+        brightness: colour-jitter brightness factor, unitless (GTSA: 0.8).
+        contrast: colour-jitter contrast factor, unitless (GTSA: 0.8).
+        saturation: colour-jitter saturation factor, unitless (GTSA: 0.8).
+        hue: colour-jitter hue shift, a fraction of the hue circle in [0, 0.5] (GTSA: 0.2).
+        gray_p: probability of converting a crop to grey, per crop (GTSA: 0.2).
+        blur_p: Gaussian-blur probability, per crop (GTSA: 0.2).
+        blur_sigma: (min, max) blur σ in pixels at 224 px, scaled with each view's size (GTSA: (0.1, 2)).
+        rotate: turn each crop by a random multiple of 90° counter-clockwise (GTSA: true); false keeps every crop
+            upright (rotations all 0).
+        max_redraws: redraws of a crop box that misses the overlap constraint before the fallback box is taken
+            (upstream redraws without a cap; docs/methods.md, GTSA, Deviations).
+    """
 
     provides = frozenset({"boxes", "rotations", "overlap_fallback"})
     interpolation = "bilinear"

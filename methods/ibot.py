@@ -18,7 +18,7 @@ Follows bytedance/ibot at da316d8 (docs/methods.md, iBOT):
   the global crops. lightly's ``IBOTPatchLoss`` (DINOv2's port) centres on the **masked** tokens only, once per
   call; ``patch_center_tokens="masked"`` selects that (once per step, over both views' masked tokens). The
   patch term is written here because ``IBOTPatchLoss`` cannot centre over all tokens; in ``masked`` mode it
-  equals ``IBOTPatchLoss`` (tests/test_ibot.py).
+  equals ``IBOTPatchLoss`` (tests/methods/test_ibot.py).
 - ``mim_start_epoch``: before it, masks are dropped (upstream's ``pred_start_epoch`` sets the ratio to 0) and
   the patch temperature stays at its warm-up value, as upstream.
 
@@ -54,7 +54,23 @@ def masked_patch_loss(teacher_probs: Tensor, student_logits: Tensor, masks: Tens
 
 @register_objective("ibot")
 class IBOTObjective(DistillationObjective):
-    """DINO's CLS loss across views + iBOT's masked-patch loss within each global view, one shared head."""
+    """DINO's CLS loss across views + iBOT's masked-patch loss within each global view, one shared head.
+
+    Args:
+        out_dim: K, the shared head's output dimension (iBOT: 8192).
+        norm_last_layer: weight-normalise the head's last layer with its norm fixed at 1 (iBOT: false).
+        teacher_temp: CLS teacher temperature after its warm-up (iBOT: 0.07).
+        warmup_teacher_temp_epochs: epochs of both teacher-temperature warm-ups (iBOT: 30).
+        teacher_patch_temp: patch teacher temperature after its warm-up (iBOT: 0.07).
+        warmup_teacher_patch_temp: patch teacher temperature at the start of masked modelling (iBOT: 0.04).
+        center_momentum2: momentum of the patch centre's EMA, per step (iBOT: 0.9).
+        lambda1: weight of the CLS loss (iBOT: 1).
+        lambda2: weight of the masked-patch loss (iBOT: 1).
+        mim_start_epoch: first epoch (0-based) with masks; before it the patch term is 0 (iBOT's
+            ``pred_start_epoch``: 0).
+        patch_center_tokens: the tokens the patch centre averages: ``all`` patch tokens of the global crops (iBOT)
+            or the ``masked`` ones (lightly's ``IBOTPatchLoss``).
+    """
 
     frozen_heads = ("ibot",)
     requires = frozenset({"masks"})

@@ -100,7 +100,15 @@ def random_masks(ratios: Tensor, height: int, width: int, generator: torch.Gener
 @register_view("masked_multicrop")
 class MaskedMultiCropViews(MultiCropViews):
     """DINO multi-crop (``multicrop``'s settings) plus iBOT's patch masks for the global crops: ``masks``
-    (B, n_global, h, w) bool."""
+    (B, n_global, h, w) bool.
+
+    Args:
+        pred_ratio: the mean mask ratios, fractions of a global crop's patches; each crop draws one (mean, var)
+            pair of ``pred_ratio`` / ``pred_ratio_var`` and its ratio from U(mean ± var) (iBOT: (0, 0.3)).
+        pred_ratio_var: the spread of each mean, same unit (iBOT: (0, 0.2)).
+        pred_aspect_ratio: (min, max) aspect ratio of a mask block, drawn log-uniformly (iBOT: (0.3, 1/0.3)).
+        pred_shape: ``block`` (BEiT rectangles, iBOT's recipe) or ``rand`` (uniformly chosen patches).
+    """
 
     provides = frozenset({"boxes", "flips", "masks"})
 

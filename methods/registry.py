@@ -9,11 +9,14 @@ the evaluation registry of ``patchbench.benchmark.evaluations``, which is built 
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 ENTRY_POINT_GROUP = "patchbench.methods"
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -41,7 +44,7 @@ class Registry(Generic[T]):
         """Class decorator: register under ``name`` and set the class's ``name`` attribute to it."""
         def decorator(obj: T) -> T:
             self.add(name, obj)
-            obj.name = name
+            setattr(obj, "name", name)  # the registered classes read their name (e.g. in error messages)
             return obj
         return decorator
 
@@ -52,19 +55,27 @@ class Registry(Generic[T]):
         self._origin[name] = getattr(obj, "__module__", None) or type(obj).__module__
 
     def get(self, name: str) -> T:
-        load_plugins(self.plugin_group)
+        """The object registered as ``name``; an unknown name's error also names the plugins that failed to import."""
+        failures = load_plugins(self.plugin_group)
         if not isinstance(name, str) or name not in self._items:
+            broken = "".join(f". {failure}" for failure in failures)
             raise RegistryError(f"unknown {self.kind} '{name}'.{did_you_mean(name, self._items)} "
-                                f"Known: {', '.join(sorted(self._items))}")
+                                f"Known: {', '.join(sorted(self._items))}{broken}")
         return self._items[name]
 
     def names(self) -> list[str]:
-        load_plugins(self.plugin_group)
+        """The registered names, sorted; logs a warning for each plugin of the group that failed to import."""
+        self._report(load_plugins(self.plugin_group))
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        load_plugins(self.plugin_group)
+        self._report(load_plugins(self.plugin_group))
         return name in self._items
+
+    @staticmethod
+    def _report(failures: list[str]) -> None:
+        for failure in failures:
+            logger.warning("%s", failure)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -103,12 +114,19 @@ def register_method(spec: MethodSpec) -> MethodSpec:
 
 
 _loaded_groups: set[str] = set()
+_plugin_failures: dict[str, list[str]] = {}
 
 
-def load_plugins(group: str = ENTRY_POINT_GROUP) -> None:
-    """Import every entry point of ``group`` once, so that plugins register themselves."""
-    if group in _loaded_groups:
-        return
-    _loaded_groups.add(group)
-    for ep in entry_points(group=group):
-        ep.load()
+def load_plugins(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """Import every entry point of ``group`` once, so that plugins register themselves; return one line per entry
+    point whose import raised, naming it and its error (kept, so every later read of a registry reports it)."""
+    if group not in _loaded_groups:
+        _loaded_groups.add(group)
+        failures = _plugin_failures.setdefault(group, [])
+        for ep in entry_points(group=group):
+            try:
+                ep.load()
+            except Exception as err:  # a broken plugin must not hide the others, nor the built-ins
+                failures.append(f"plugin '{ep.name}' ({ep.value}, entry point group {group}) failed to import and "
+                                f"registers nothing: {type(err).__name__}: {err}. Fix it or uninstall its package")
+    return _plugin_failures.get(group, [])

@@ -45,9 +45,41 @@ def backbone_heads(embed_dim: int) -> int:
     return heads[embed_dim]
 
 
+def neighbour_patch_loss(teacher_patch: list[Tensor], student_patch: list[Tensor], patch_center: Tensor,
+                         teacher_temp: float, student_temp: float) -> Tensor:
+    """The patch term (``main_selfpatch.py::DINOLoss``, the ``v == iq`` branch): per view, the cross-entropy between
+    the centred, sharpened teacher aggregate of each patch's neighbours and the student's token, averaged over the
+    view's tokens and samples, then over the views.
+
+    teacher_patch, student_patch: per view (B, N_v, K2); patch_center: (1, K2).
+    """
+    return torch.stack([
+        -(F.softmax((t - patch_center) / teacher_temp, dim=-1) * F.log_softmax(s / student_temp, dim=-1))
+        .sum(-1).mean() for t, s in zip(teacher_patch, student_patch)]).mean()
+
+
+@torch.no_grad()
+def updated_centers(cls_center: Tensor, patch_center: Tensor, teacher_cls: list[Tensor], teacher_patch: list[Tensor],
+                    momentum: float) -> tuple[Tensor, Tensor]:
+    """The EMA of the CLS centre over the teacher image logits of all views (B, K) and of the patch centre over all
+    their patch tokens (B, N_v, K2), token-weighted (``main_selfpatch.py::DINOLoss.update_center``), each mean over
+    every rank's shard (lightly's ``center_mean``)."""
+    cls_mean = center_mean(torch.cat(teacher_cls).float(), dim=(0,)).view_as(cls_center)
+    patch_mean = center_mean(torch.cat([t.flatten(0, 1) for t in teacher_patch]).float(), dim=(0,))
+    return center_momentum(cls_center, cls_mean, momentum), center_momentum(patch_center, patch_mean, momentum)
+
+
 @register_objective("selfpatch")
 class SelfPatchObjective(DistillationObjective):
-    """DINO's image-level loss on the aggregator's token + the same-view neighbour-aggregate patch loss."""
+    """DINO's image-level loss on the aggregator's token + the same-view neighbour-aggregate patch loss.
+
+    Args:
+        num_heads: attention heads of the class-attention aggregator; default the backbone's (SelfPatch: 6 at
+            ViT-S).
+        k_num: neighbours aggregated per patch, the top-k of its 8 by the teacher's cosine (SelfPatch: 4).
+        patch_out_dim: K2, the patch head's output dimension (SelfPatch: 4096).
+        patch_loss_weight: λ, the patch term's weight next to the image-level term (SelfPatch: 0.1).
+    """
 
     min_global_views = 2
     backbone_overrides = {"class_token": False, "final_norm": False}
@@ -104,21 +136,14 @@ class SelfPatchObjective(DistillationObjective):
         center = self.cls_criterion.center.clone()
         teacher_globals = teacher_cls[:views.n_global]
         cls_loss = self.cls_criterion(teacher_globals, student_cls, teacher_temp=temp)
-        patch_loss = torch.stack([
-            -(F.softmax((t - self.patch_center) / temp, dim=-1) * F.log_softmax(s / self.student_temp, dim=-1))
-            .sum(-1).mean() for t, s in zip(teacher_patch, student_patch)]).mean()
-        self.update_centers(teacher_cls, teacher_patch)
-        loss = cls_loss + self.patch_loss_weight * patch_loss
+        patch_term = neighbour_patch_loss(teacher_patch, student_patch, self.patch_center, temp, self.student_temp)
+        cls_center, patch_center = updated_centers(self.cls_criterion.center, self.patch_center, teacher_cls,
+                                                   teacher_patch, self.center_momentum)
+        self.cls_criterion.center.copy_(cls_center)
+        self.patch_center.copy_(patch_center)
+        loss = cls_loss + self.patch_loss_weight * patch_term
         diagnostics = distillation_diagnostics(torch.stack(teacher_globals), center, temp, cls_loss)
-        return {"loss": loss, "cls_loss": cls_loss.detach(), "patch_loss": patch_loss.detach(), **diagnostics}
-
-    @torch.no_grad()
-    def update_centers(self, teacher_cls: list[Tensor], teacher_patch: list[Tensor]) -> None:
-        """CLS centre over the teacher image logits of all views; patch centre over all their patch tokens."""
-        cls_mean = center_mean(torch.cat(teacher_cls).float(), dim=(0,)).view_as(self.cls_criterion.center)
-        self.cls_criterion.center.copy_(center_momentum(self.cls_criterion.center, cls_mean, self.center_momentum))
-        patch_mean = center_mean(torch.cat([t.flatten(0, 1) for t in teacher_patch]).float(), dim=(0,))
-        self.patch_center.copy_(center_momentum(self.patch_center, patch_mean, self.center_momentum))
+        return {"loss": loss, "cls_loss": cls_loss.detach(), "patch_loss": patch_term.detach(), **diagnostics}
 
     def embed(self, backbone: ViTEncoder, heads: nn.Module | None, images: Tensor) -> Tensor:
         """The image token after the aggregator's LN (the teacher's, in evaluation)."""

@@ -36,8 +36,8 @@ def _allowed(annotation: Any, bounds: Mapping[str, Any], plural: bool = False) -
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
-        words = [_allowed(a, bounds) for a in args if a is not type(None)]
-        return " or ".join(words) + (" or null" if type(None) in args else "")
+        options = [_allowed(a, bounds) for a in args if a is not type(None)]
+        return " or ".join(options) + (" or null" if type(None) in args else "")
     if origin in (tuple, list):
         if len(args) == 2 and args[1] is Ellipsis or origin is list:
             item = _allowed(args[0], bounds, plural=True) if args else "values"
@@ -142,7 +142,7 @@ def parameter_annotations(cls: type) -> dict[str, Any]:
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
             try:
-                found = typing.get_type_hints(klass.__init__)
+                found = typing.get_type_hints(vars(klass)["__init__"])
             except (NameError, TypeError):  # an annotation that cannot be evaluated: leave those keywords unchecked
                 found = {}
             for name, annotation in found.items():

@@ -99,6 +99,32 @@ class MultiCropViews(CropPipeline):
     draw per view for the whole batch, so every image of a batch gets the same boxes, flips and photometric
     parameters. It makes matching computable once per batch but removes augmentation diversity within a batch
     (B images share one view geometry), which is why per-sample draws are the default.
+
+    Args:
+        global_size: side of the two global crops, in pixels; default the image size (DINO: 224).
+        local_size: side of each local crop, in pixels; default half the image size, rounded to the patch size
+            (DINO: 96).
+        n_local: local crops per image (DINO: 8; iBOT, SelfPatch: 10; the demo matrices use 4–6).
+        global_scale: (min, max) area of a global crop, as a fraction of the image (RandomResizedCrop's
+            ``scale``; DINO: (0.4, 1); iBOT, SelfPatch: (0.25, 1)).
+        local_scale: (min, max) area of a local crop, as a fraction of the image (DINO: (0.05, 0.4); iBOT,
+            SelfPatch: (0.05, 0.25)).
+        ratio: (min, max) aspect ratio, width / height, of a crop box (torchvision's (3/4, 4/3)).
+        flip_p: probability of a horizontal flip, per crop (DINO: 0.5).
+        jitter_p: probability of colour jitter, per crop (DINO: 0.8).
+        brightness: colour-jitter brightness factor, unitless (ColorJitter's; DINO: 0.4).
+        contrast: colour-jitter contrast factor, unitless (DINO: 0.4).
+        saturation: colour-jitter saturation factor, unitless (DINO: 0.2).
+        hue: colour-jitter hue shift, a fraction of the hue circle in [0, 0.5] (DINO: 0.1).
+        gray_p: probability of converting a crop to grey, per crop (DINO: 0.2).
+        blur_sigma: (min, max) Gaussian-blur σ in pixels at 224 px, scaled with each view's size (DINO: (0.1, 2)).
+        global_blur_p: blur probability of the first and of the second global crop (DINO: (1.0, 0.1)).
+        local_blur_p: blur probability of each local crop (DINO: 0.5).
+        global_solarize_p: solarisation probability of the first and of the second global crop (DINO: (0, 0.2)).
+        local_solarize_p: solarisation probability of each local crop (DINO: 0).
+        same_batch_geometry: one draw of boxes, flips and photometric parameters per view for the whole batch,
+            as Patch-Wise's main branch; default false, per-sample draws. Ablation: ``same-batch``
+            (benchmark/matrices/ablation-patchwise.yaml).
     """
 
     provides = frozenset({"boxes", "flips"})
@@ -162,6 +188,14 @@ class PatchWiseViews(MultiCropViews):
     DINO's image-level augmentations and before normalisation. ``patch_augmentation=False`` is the
     official main branch (no per-patch augmentation). In same-batch mode the per-patch draws stay independent
     (inferred: the only code with the per-patch augmentation draws per sample).
+
+    Args:
+        patch_augmentation: give every ViT patch its own jitter/blur/sharpness/posterize (true, as the
+            ``imagenet100-patch_augmentation`` branch); false is the main branch. Ablation: ``no-patch-aug``
+            (benchmark/matrices/ablation-patchwise.yaml).
+        small_patch_blur: how the vertical 1×5 blur treats patches under 3 pixels tall, which torchvision cannot
+            reflect-pad: ``replicate`` (pad by edge replication) or ``skip`` (leave them unblurred); upstream's
+            16 px patches never meet the case (methods/patch_photometric.py).
     """
 
     def __init__(self, *, patch_augmentation: bool = True, small_patch_blur: str = "replicate", **kwargs):

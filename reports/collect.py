@@ -12,8 +12,20 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .schema import (MATRIX_DECLARATION, PRETRAIN_STAGE, REFERENCES, RUN_RESULTS_DIR, SPEC_FILE, STATE_DIR, TRAIN_LOG,
-                     TRAIN_SUMMARY, OldSchemaError, RecordError, record_rows, validate_record)
+from .schema import (
+    MATRIX_DECLARATION,
+    PRETRAIN_STAGE,
+    REFERENCES,
+    RUN_RESULTS_DIR,
+    SPEC_FILE,
+    STATE_DIR,
+    TRAIN_LOG,
+    TRAIN_SUMMARY,
+    OldSchemaError,
+    RecordError,
+    record_rows,
+    validate_record,
+)
 
 RUN_COLUMNS = ["run_id", "method", "ablation", "label", "dataset", "seed", "evaluations", "is_trained"]
 STEP_COLUMNS = ("step", "epoch")  # the train log's position columns; every other column is a logged quantity

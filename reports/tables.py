@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 from tabulate import tabulate
@@ -102,6 +103,7 @@ class Cell:
         """Plain text: Markdown emphasis would collide with the significance marks (``**``)."""
         if self.status is not None:
             return self.status
+        assert self.mean is not None, "a cell holds a status or a mean"
         text = self._number(self.mean, self.signed)
         if self.std is not None and not math.isnan(self.std):
             text += f" ± {self._number(self.std, False)}"
@@ -118,6 +120,7 @@ class Cell:
     def latex(self) -> str:
         if self.status is not None:
             return latex_escape(self.status)
+        assert self.mean is not None, "a cell holds a status or a mean"
         text = self._number(self.mean, self.signed).replace("-", "$-$")
         if self.std is not None and not math.isnan(self.std):
             text += rf" $\pm$ {self._number(self.std, False)}"
@@ -223,7 +226,7 @@ def rank_columns(table: Table, higher_is_better: dict[tuple[str, str], bool]) ->
     for column, higher in higher_is_better.items():
         cells = [table.cells[(r, column)] for r in table.rows
                  if r not in REFERENCE_ORDER and (r, column) in table.cells]
-        values = sorted({c.rounded() for c in cells if c.rounded() is not None}, reverse=higher)
+        values = sorted({v for v in (c.rounded() for c in cells) if v is not None}, reverse=higher)
         if len(values) < 2:  # one value for every row: nothing stands out
             continue
         for cell in cells:
@@ -233,10 +236,13 @@ def rank_columns(table: Table, higher_is_better: dict[tuple[str, str], bool]) ->
                 cell.rank = 2
 
 
-def _select_columns(columns: list[tuple[str, ...]], patterns: tuple[str, ...] | None) -> list[tuple[str, ...]]:
+Column = TypeVar("Column", bound=tuple[str, ...])  # (dataset, evaluation, metric) or (dataset, metric)
+
+
+def _select_columns(columns: list[Column], patterns: tuple[str, ...] | None) -> list[Column]:
     if patterns is None:
         return list(columns)
-    chosen: list[tuple[str, ...]] = []
+    chosen: list[Column] = []
     for pattern in patterns:
         chosen += [c for c in columns if fnmatchcase("/".join(c), pattern) and c not in chosen]
     return chosen
@@ -528,7 +534,8 @@ def build_table(data: ReportData, layout: TableLayout, baseline: str | None) -> 
     if layout.kind == "main":
         return main_table(data, layout)
     if layout.kind == "deltas":
-        return delta_table(data, layout, layout.baseline or baseline) if (layout.baseline or baseline) else None
+        chosen = layout.baseline or baseline
+        return delta_table(data, layout, chosen) if chosen else None
     if layout.kind == "ablation":
         return ablation_table(data, layout)
     return cost_table(data, layout, layout.baseline or baseline)

@@ -10,7 +10,7 @@ evaluation. Probe hyper-parameters are chosen on a held-out part of the training
 
 External packages register evaluations through the entry-point group ``patchbench.evaluations`` (see
 ``examples/patchbench-ncm``); every registered evaluation runs through the generated contract tests
-(``tests/test_evaluation_contract.py``).
+(``tests/benchmark/test_evaluation_contract.py``).
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ class DenseLinearProbe(Evaluation):
                                      classes, ignore, inputs.device)[0]
         return EvalResult(
             metrics=segmentation_scores(confusion),
-            protocol=(f"dense linear probe: frozen {'standardised ' if s.standardize else ''}{inputs.readout} ({train_tokens.shape[1]}x{train_tokens.shape[2]} "
+            protocol=(f"dense linear probe: frozen {'standardised ' if s.standardize else ''}{inputs.readout} "
+                      f"({train_tokens.shape[1]}x{train_tokens.shape[2]} "
                       f"grid at {inputs.resolution} px), 1x1 linear classifier, logits upsampled bilinearly to the "
                       f"{train_masks.shape[1]} px masks, cross-entropy ignoring "
                       f"{'label ' + str(ignore) if ignore is not None else 'nothing'}; SGD momentum 0.9, cosine lr, "

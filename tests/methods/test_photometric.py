@@ -6,9 +6,20 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from patchbench.methods.photometric import (PhotometricParams, adjust_brightness, adjust_contrast, adjust_hue,
-                                            adjust_saturation, apply_photometric, blur_kernel_size, color_jitter,
-                                            gaussian_blur, rgb_to_grayscale, sample_photometric, solarize)
+from patchbench.methods.photometric import (
+    PhotometricParams,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    apply_photometric,
+    blur_kernel_size,
+    color_jitter,
+    gaussian_blur,
+    rgb_to_grayscale,
+    sample_photometric,
+    solarize,
+)
 
 SHAPES = [(5, 16), (8, 32)]
 JITTER_REF = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]

@@ -6,7 +6,7 @@ import pytest
 
 from patchbench.benchmark.matrix import load_matrix
 
-MATRICES = sorted((Path(__file__).resolve().parents[1] / "benchmark" / "matrices").glob("*.yaml"))
+MATRICES = sorted((Path(__file__).resolve().parents[2] / "benchmark" / "matrices").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", MATRICES, ids=[p.stem for p in MATRICES])

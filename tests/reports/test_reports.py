@@ -1,6 +1,6 @@
 """The reporting stage on its own: collect, aggregate, the paired statistics, the tables and their renderings, the
-layouts, the figures and the ``report`` command, on hand-written records (tests/fixtures/results/, written by
-tests/fixtures/write_results.py) and on records written inline below."""
+layouts, the figures and the ``report`` command, on hand-written records (tests/reports/fixtures/results/, written by
+tests/reports/fixtures/write_results.py) and on records written inline below."""
 
 from __future__ import annotations
 
@@ -22,19 +22,31 @@ import yaml
 from patchbench.benchmark.cli import main
 from patchbench.benchmark.config import ConfigError
 from patchbench.benchmark.matrix import load_matrix
-from patchbench.reports import (LayoutError, OldSchemaError, RecordError, aggregate, build_report, cell_states,
-                                collect, method_table, paired_deltas, paired_test, parse_layout, read_results,
-                                validate_record)
+from patchbench.reports import (
+    LayoutError,
+    OldSchemaError,
+    RecordError,
+    aggregate,
+    build_report,
+    cell_states,
+    collect,
+    method_table,
+    paired_deltas,
+    paired_test,
+    parse_layout,
+    read_results,
+    validate_record,
+)
 from patchbench.reports.layout import TableLayout
 from patchbench.reports.plots import palette
-from patchbench.reports.schema import (RUN_RESULTS_DIR, SCHEMA_VERSION, SPEC_FILE, STATE_DIR, TRAIN_LOG,
-                                       TRAIN_SUMMARY)
+from patchbench.reports.schema import RUN_RESULTS_DIR, SCHEMA_VERSION, SPEC_FILE, STATE_DIR, TRAIN_LOG, TRAIN_SUMMARY
 from patchbench.reports.tables import Cell, ReportData, main_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RESULTS = FIXTURES / "results"
 EXPECTED = FIXTURES / "expected"
-UPDATE_GOLDEN = os.environ.get("PATCHBENCH_UPDATE_GOLDEN") == "1"  # rewrite tests/fixtures/expected/ (then review!)
+# PATCHBENCH_UPDATE_GOLDEN=1 rewrites tests/reports/fixtures/expected/ (then review!)
+UPDATE_GOLDEN = os.environ.get("PATCHBENCH_UPDATE_GOLDEN") == "1"
 
 
 def record(method: str, seed: int, metrics: dict[str, float], eval_name: str = "knn", dataset: str = "shapes",
@@ -208,7 +220,8 @@ def test_a_table_layout_picks_rows_and_columns_by_pattern():
 
 
 def golden(name: str, folder: Path) -> list[str]:
-    """Compare every table file under ``folder`` with tests/fixtures/expected/<name>/; return the files compared."""
+    """Compare every table file under ``folder`` with tests/reports/fixtures/expected/<name>/; return the files
+    compared."""
     expected_dir = EXPECTED / name
     produced = sorted(p.name for p in folder.iterdir())
     if UPDATE_GOLDEN:

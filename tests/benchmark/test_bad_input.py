@@ -55,7 +55,8 @@ MATRIX_CASES = [
     ("warmup-negative", ("warmup_epochs: 0,", "warmup_epochs: -2,"), "warmup_epochs: -2 is not allowed"),
     ("optim-not-mapping", ("optim: {warmup_epochs: 0, lr: 5.0e-4}", "optim: fast"),
      "methods.dino.optim must be a mapping of settings"),
-    ("out-dim-text", ("out_dim: 64", 'out_dim: "x"'), 'objective \'dino\': out_dim: "x" is not allowed; give an integer'),
+    ("out-dim-text", ("out_dim: 64", 'out_dim: "x"'),
+     'objective \'dino\': out_dim: "x" is not allowed; give an integer'),
     ("teacher-temp-text", ("out_dim: 64", "out_dim: 64, teacher_temp: warm"), 'teacher_temp: "warm" is not allowed'),
     ("n-local-text", ("n_local: 2", "n_local: two"), "view strategy 'multicrop': n_local: \"two\" is not allowed"),
     ("view-kwargs-not-mapping", ("view_kwargs: {n_local: 2}", "view_kwargs: 5"),
@@ -325,8 +326,9 @@ def test_bad_search_set_files_refused_at_load(tmp_path, monkeypatch, capsys, kin
     (("run", "m.yaml", "--workers", "0"), "--workers 0 is not allowed; give an integer >= 1"),
     (("resubmit", "m.yaml", "--failed", "--executor", "debug", "--workers", "2"),
      "--workers sets the local executor's worker processes; drop it, or use --executor local instead of debug"),
+    (("methods", "--details", "dinoo"), "unknown method 'dinoo'. Did you mean 'dino'?"),
 ], ids=["matrix-is-folder", "matrix-missing", "matrix-binary", "report-missing-folder", "workers-zero",
-        "workers-off-local"])
+        "workers-off-local", "methods-details-unknown"])
 def test_bad_arguments(tmp_path, args, message):
     work = corpus_dir(tmp_path)
     (work / "m.yaml").write_text(BASE)
@@ -429,7 +431,7 @@ def test_cost_limit_and_cluster_file_refused(tmp_path, monkeypatch, capsys, case
 
 
 def test_the_corpus_holds_at_least_forty_cases():
-    assert len(MATRIX_CASES) + len(DATA_CASES) + len(SEARCH_DATA_CASES) + 6 >= 40
+    assert len(MATRIX_CASES) + len(DATA_CASES) + len(SEARCH_DATA_CASES) + 7 >= 40
     assert len({c[0] for c in MATRIX_CASES}) == len(MATRIX_CASES)
 
 

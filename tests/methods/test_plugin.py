@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATCHBENCH = [sys.executable, "-m", "patchbench.benchmark.cli"]
 
 
@@ -40,7 +40,7 @@ def contract_tests(test_file: str, name: str, env: dict[str, str]) -> str:
 def test_external_plugin_is_listed_and_passes_contract_tests(tmp_path):
     env = install_example("patchbench-byol", tmp_path)
     assert "byol" in listed_names("methods", env)
-    assert "5 passed" in contract_tests("test_contract.py", "byol", env)
+    assert "5 passed" in contract_tests("methods/test_contract.py", "byol", env)
     assert "byol" not in listed_names("methods")  # without the plugin on the path, it is not there
 
 
@@ -48,7 +48,7 @@ def test_external_plugin_is_listed_and_passes_contract_tests(tmp_path):
 def test_external_evaluation_is_listed_and_passes_contract_tests(tmp_path):
     env = install_example("patchbench-ncm", tmp_path)
     assert listed_names("evaluations", env) == ["copydetect", "dense", "knn", "linear", "ncm", "retrieval"]
-    assert "1 passed" in contract_tests("test_evaluation_contract.py", "ncm", env)
+    assert "1 passed" in contract_tests("benchmark/test_evaluation_contract.py", "ncm", env)
     assert "ncm" not in listed_names("evaluations")
 
 
@@ -85,3 +85,59 @@ def test_the_teacher_less_example_of_the_plugin_docs_trains(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "SUMMARY not measured ['loss', 'lr', 'wd', 'z_std']" in done.stdout, done.stdout[-2000:]
     assert "collapse not measured: objective 'simclr' returns no 'kl'" in done.stderr
+
+
+BROKEN_PLUGIN = {
+    "pyproject.toml": """[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "patchbench-broken"
+version = "0.1.0"
+
+[project.entry-points."patchbench.methods"]
+broken = "patchbench_broken"
+
+[tool.setuptools]
+py-modules = ["patchbench_broken"]
+""",
+    "patchbench_broken.py": 'raise ImportError("needs the package frobnicate, which is not installed")\n',
+}
+
+IN_ONE_PROCESS = """
+from patchbench.benchmark.cli import main
+from patchbench.methods import METHODS, RegistryError
+main(["methods"])
+main(["methods"])
+try:
+    METHODS.get("brokn")
+except RegistryError as err:
+    print("ERROR", err)
+"""
+
+@pytest.mark.slow
+def test_a_plugin_that_fails_to_import_is_named_with_its_error_on_every_read(tmp_path):
+    source = tmp_path / "patchbench-broken"
+    source.mkdir()
+    for name, text in BROKEN_PLUGIN.items():
+        (source / name).write_text(text)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source), str(ROOT / "examples" / "patchbench-byol")], check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    expected = ("plugin 'broken' (patchbench_broken, entry point group patchbench.methods) failed to import and "
+                "registers nothing: ImportError: needs the package frobnicate, which is not installed")
+    for _ in range(2):  # two consecutive commands
+        done = subprocess.run([*PATCHBENCH, "methods"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stderr
+        names = [line.split("|")[1].strip() for line in done.stdout.splitlines()[2:]]
+        assert names == ["aps", "byol", "dino", "gtsa", "ibot", "patchwise", "selfpatch"]  # the others still work
+    # two reads in one process: the second is not silent; an unknown name's error names the broken plugin too
+    done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(expected) == 2
+    assert sum(line.startswith("| byol ") for line in done.stdout.splitlines()) == 2
+    error = done.stdout.split("ERROR ")[1]
+    assert error.startswith("unknown method 'brokn'.") and expected in error

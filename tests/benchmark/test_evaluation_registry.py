@@ -1,5 +1,5 @@
 """The evaluation registry: the built-in evaluations are listed; duplicate names and incomplete declarations are
-refused. (An external evaluation package: tests/test_plugin.py.)"""
+refused. (An external evaluation package: tests/methods/test_plugin.py.)"""
 
 from __future__ import annotations
 

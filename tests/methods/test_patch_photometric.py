@@ -4,12 +4,25 @@
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from patchbench.benchmark.patch_photometric_reference import reference_patch_photometric
 
-from patchbench.methods.patch_photometric import (BLUR, JITTER, POSTERIZE, SHARPNESS, PatchPhotometricParams,
-                                                  apply_patch_photometric, from_cells, jitter_, patch_photometric,
-                                                  posterize_, rotate_hue, sample_patch_photometric, sharpen_,
-                                                  to_cells, vertical_blur_)
+from patchbench.benchmark.patch_photometric_reference import reference_patch_photometric
+from patchbench.methods.patch_photometric import (
+    BLUR,
+    JITTER,
+    POSTERIZE,
+    SHARPNESS,
+    PatchPhotometricParams,
+    apply_patch_photometric,
+    from_cells,
+    jitter_,
+    patch_photometric,
+    posterize_,
+    rotate_hue,
+    sample_patch_photometric,
+    sharpen_,
+    to_cells,
+    vertical_blur_,
+)
 
 LEVEL = 1 / 255
 

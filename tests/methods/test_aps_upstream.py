@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from patchbench.benchmark.train import view_generator
 from patchbench.datasets import build_dataset
 from patchbench.methods import BackboneConfig, MethodChoice, Progress, build_method
-from patchbench.methods.aps import info_nce
+from patchbench.methods.aps import info_nce, symmetric_info_nce
 from patchbench.methods.aps_views import APSViews, sample_without_replacement, selective_weights
 from patchbench.methods.crops import sample_crop_boxes
 
@@ -277,3 +277,24 @@ def test_objective_loss_is_the_upstream_training_step_loss(substep):
     loss2, _ = contrastive_loss(p2, z1.detach(), 0.1, labels, offset)
     out = method.training_step(views, Progress(0, 0, 1, 1), substep)
     torch.testing.assert_close(out["loss"].detach(), loss1 + loss2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [2, 7])
+@pytest.mark.parametrize("dim", [4, 16])
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
+def test_symmetric_info_nce_on_random_tensors_equals_upstream_and_stops_the_gradient(batch, dim, temperature):
+    """``main_pretrain.py``'s two ``ctr`` calls on random predictions and projections, no model and no dataset: the
+    values, and gradients that reach the predictions only (the projections are detached targets)."""
+    generator = torch.Generator().manual_seed(batch * dim)
+    p1, p2, z1, z2 = (torch.randn(batch, dim, generator=generator, requires_grad=True) for _ in range(4))
+    loss_12, loss_21 = symmetric_info_nce(p1, p2, z1, z2, temperature)
+    labels = torch.arange(batch)
+    expected_12, _ = contrastive_loss(p1, z2.detach(), temperature, labels, 0)
+    expected_21, _ = contrastive_loss(p2, z1.detach(), temperature, labels, 0)
+    torch.testing.assert_close(loss_12, expected_12)
+    torch.testing.assert_close(loss_21, expected_21)
+    grads = torch.autograd.grad(loss_12 + loss_21, (p1, p2, z1, z2), allow_unused=True)
+    expected_grads = torch.autograd.grad(expected_12 + expected_21, (p1, p2))
+    torch.testing.assert_close(grads[0], expected_grads[0])
+    torch.testing.assert_close(grads[1], expected_grads[1])
+    assert grads[2] is None and grads[3] is None

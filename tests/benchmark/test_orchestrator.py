@@ -146,7 +146,8 @@ def test_ledger_states_follow_submissions_and_attempts(tmp_path):
 
 
 def test_dry_run_lists_cells_jobs_and_arrays_per_resource_class(tmp_path, capsys):
-    path = write(tmp_path, MATRIX, ("    optim: {warmup_epochs: 0}", "    optim: {warmup_epochs: 0}\n    slurm: {mem: 2G}"))
+    path = write(tmp_path, MATRIX,
+                 ("    optim: {warmup_epochs: 0}", "    optim: {warmup_epochs: 0}\n    slurm: {mem: 2G}"))
     assert main(["run", str(path), "--dry-run", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert out.count("| planned ") == 6 and out.count("pretrain + knn") == 4

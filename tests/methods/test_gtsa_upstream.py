@@ -14,13 +14,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import roi_align
 from torchvision.transforms import RandomResizedCrop
 
 import patchbench.methods.gtsa_views as gtsa_views
 from patchbench.benchmark.train import view_generator
 from patchbench.datasets import build_dataset
 from patchbench.methods import BackboneConfig, MethodChoice, Progress, build_method
-from patchbench.methods.gtsa import best_match_cosines
+from patchbench.methods.gtsa import best_match_cosines, crop_and_pc_losses
 from patchbench.methods.gtsa_heads import ConvPredictor, ConvProjector, rotation_head, token_map
 from patchbench.methods.gtsa_views import overlap_in_crop_frame, sample_overlapping_boxes
 
@@ -175,7 +176,9 @@ def test_overlap_boxes_in_rotated_crop_frames_equal_calculate_bboxes(seed):
     top, left, height, width = boxes.unbind(-1)
     gc, otc = calculate_bboxes(SimpleNamespace(size_crops=sizes, nmb_crops=counts),
                                torch.stack([left, top, left + width, top + height], -1), [90 * int(k) for k in turns])
-    size = lambda i: sizes[0] if i < 2 else sizes[1]
+    def size(i):
+        return sizes[0] if i < 2 else sizes[1]
+
     for i in range(2):  # gc[i][j]: global i's overlap with crop j, in global i's rotated frame
         for j in range(6):
             torch.testing.assert_close(overlap_in_crop_frame(boxes[i], boxes[j], size(i), turns[i]), gc[i][j])
@@ -307,6 +310,112 @@ def test_rotation_loss_equals_upstream_rot_predict():
             total_loss += rot_loss
     total_loss /= len(total_student_out_list)
     torch.testing.assert_close(out["rot_loss"], total_loss, rtol=1e-5, atol=1e-6)
+
+
+def counter_clockwise_quarter_turns(maps, angles):
+    """``kornia.geometry.transform.rotate(maps, angles)`` for angles that are multiples of 90° on square maps: each
+    sample's content turned counter-clockwise about the map centre, pixel for pixel (out[i, j] = in[j, S−1−i] per
+    quarter turn)."""
+    out = maps.clone()
+    size = maps.shape[-1]
+    for b, angle in enumerate(angles.tolist()):
+        for _ in range(int(angle) // 90 % 4):
+            turned = torch.empty_like(out[b])
+            for i in range(size):
+                for j in range(size):
+                    turned[:, i, j] = out[b, :, j, size - 1 - i]
+            out[b] = turned
+    return out
+
+
+def upstream_roi_align(tea_out, stu_out, bbox, args):
+    """``GTSA.roi_align`` with ``self.cosine_loss`` (4-D branch) and ``self.neirest_neighbores_on_l2``; kornia's rotate
+    as above. ``args.roi_out_size`` and ``args.num_matches`` are indexed by the student view instead of by
+    ``h_s*w_s > 100`` (docs/methods.md, GTSA, Deviations)."""
+    def cosine_loss_4d(feats_1, feats_2):
+        feats_1_normalized = F.normalize(feats_1, dim=1)
+        feats_2_normalized = F.normalize(feats_2, dim=1)
+        return -torch.einsum("bchw,bchw->bhw", feats_1_normalized, feats_2_normalized)
+
+    global_student_out_list = stu_out[0].chunk(args.num_crops[0])
+    local_student_out_list = stu_out[1].chunk(args.num_crops[1]) if args.num_crops[1] else []
+    total_student_out_list = []
+    for i in range(args.num_crops[0]):
+        total_student_out_list.append(global_student_out_list[i])
+    for i in range(args.num_crops[1]):
+        total_student_out_list.append(local_student_out_list[i])
+    total_teacher_out_list = tea_out[0].detach().chunk(args.num_crops[0])
+
+    total_pc_loss, total_loss, count = 0, 0, 0
+    for iq, q in enumerate(total_teacher_out_list):
+        for v in range(len(total_student_out_list)):
+            if v == iq:
+                continue
+            B_s, C_s, h_s, w_s = total_student_out_list[v].shape
+            B_t, C_t, h_t, w_t = q.shape
+            output_size = args.roi_out_size[v]
+            tea_bbox_list = [bbox["gc"][i, iq, v, :].unsqueeze(dim=0) / args.patch_size
+                             for i in range(bbox["gc"].shape[0])]
+            tea_aligned = roi_align(q, tea_bbox_list, output_size=output_size, aligned=True)
+            stu_bbox_list = [bbox["all"][i, v, iq, :].unsqueeze(dim=0) / args.patch_size
+                             for i in range(bbox["all"].shape[0])]
+            stu_aligned = roi_align(total_student_out_list[v], stu_bbox_list, output_size=output_size, aligned=True)
+            offset = bbox["angles"][v] - bbox["angles"][iq]
+            tea_aligned = counter_clockwise_quarter_turns(tea_aligned, offset)
+            loss = cosine_loss_4d(stu_aligned, tea_aligned)
+            total_loss += loss.mean()
+            count += 1
+            stu_feats = total_student_out_list[v].reshape(B_s, C_s, h_s * w_s).permute(0, 2, 1)
+            tea_feats = q.reshape(B_t, C_t, h_t * w_t).permute(0, 2, 1)
+            num_matches_on_l2 = int(args.num_matches[v])
+            maps_1_filtered, maps_1_nn = neirest_neighbores_on_l2(stu_feats, tea_feats, num_matches_on_l2)
+            maps_1_filtered_sym, maps_1_nn_sym = neirest_neighbores_on_l2(tea_feats, stu_feats, num_matches_on_l2)
+            pc_loss_1 = cosine_loss(maps_1_filtered, maps_1_nn)
+            pc_loss_2 = cosine_loss(maps_1_filtered_sym, maps_1_nn_sym)
+            total_pc_loss += 0.5 * (pc_loss_1.mean() + pc_loss_2.mean())
+    total_loss /= count
+    total_pc_loss /= count
+    return total_loss, total_pc_loss
+
+
+@pytest.mark.parametrize("n_local", [0, 1, 3])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("match_fraction", [0.5, 0.25])
+@pytest.mark.parametrize("roi_out_size", [(6, 3), (4, 2)])
+def test_crop_and_pc_losses_on_random_maps_equal_upstream_roi_align(n_local, batch, match_fraction, roi_out_size):
+    """The loss functions on random maps, boxes and rotations, no model and no dataset: 32 px globals (8×8 maps) and
+    16 px locals (4×4) at patch 4. Boxes 16 or 32 px a side at offsets up to 12 px: every pair overlaps, and every box
+    coordinate is exact in float32 on both sides (RoIAlign's sample count, ceil(RoI side / output side), jumps at
+    integers, so a rounding difference in a box would change the value)."""
+    generator = torch.Generator().manual_seed(100 * n_local + 10 * batch + int(4 * match_fraction))
+    n_views, channels, sizes = 2 + n_local, 5, [32, 16]
+    top_left = torch.randint(0, 13, (batch, n_views, 2), generator=generator)
+    sides = 16 * 2 ** torch.randint(0, 2, (batch, n_views, 2), generator=generator)
+    boxes = torch.cat([top_left, sides], -1).float()  # (top, left, height, width)
+    turns = torch.randint(0, 4, (batch, n_views), generator=generator)
+    teacher_maps = torch.randn(2 * batch, channels, 8, 8, generator=generator)
+    global_maps = torch.randn(2 * batch, channels, 8, 8, generator=generator)
+    local_maps = torch.randn(n_local * batch, channels, 4, 4, generator=generator) if n_local else None
+    crop, pc = crop_and_pc_losses(teacher_maps, global_maps, local_maps, boxes, turns, (32, 16), roi_out_size, 4,
+                                  match_fraction)
+
+    gc, all_ = [], []
+    for b in range(batch):
+        top, left, height, width = boxes[b].unbind(-1)
+        g, o = calculate_bboxes(SimpleNamespace(size_crops=sizes, nmb_crops=[2, n_local]),
+                                torch.stack([left, top, left + width, top + height], -1),
+                                [90 * int(k) for k in turns[b]])
+        gc.append(g)
+        all_.append(o)
+    bbox = {"gc": torch.stack(gc), "all": torch.stack(all_), "angles": [90 * turns[:, v] for v in range(n_views)]}
+    is_global = [v < 2 for v in range(n_views)]
+    args = SimpleNamespace(num_crops=[2, n_local], patch_size=4,
+                           roi_out_size=[roi_out_size[0] if g else roi_out_size[1] for g in is_global],
+                           num_matches=[int(match_fraction * (64 if g else 16)) for g in is_global])
+    stu_out = [global_maps, local_maps if n_local else torch.empty(0)]
+    expected_crop, expected_pc = upstream_roi_align([teacher_maps], stu_out, bbox, args)
+    torch.testing.assert_close(crop, expected_crop)
+    torch.testing.assert_close(pc, expected_pc)
 
 
 class TransposeLast(nn.Module):

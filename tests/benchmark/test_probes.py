@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from patchbench.benchmark.evaluations.dense import DenseLinearProbe, DenseSettings, confusion_matrix, \
-    segmentation_scores
+from patchbench.benchmark.evaluations.dense import (
+    DenseLinearProbe,
+    DenseSettings,
+    confusion_matrix,
+    segmentation_scores,
+)
 from patchbench.benchmark.evaluations.linear import LinearProbe, LinearSettings
 from patchbench.benchmark.evaluations.probe import Standardizer, held_out_split
 from patchbench.datasets import Segmentation

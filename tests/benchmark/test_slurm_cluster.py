@@ -52,12 +52,15 @@ def slurm(*command: str) -> str:
 
 def accounted_states(job_id: str) -> list[str]:
     """Every state accounting recorded for the job, oldest first (-D keeps the runs before a requeue)."""
-    return [line.split()[0] for line in slurm("sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j", job_id).splitlines()]
+    accounting = slurm("sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j", job_id)
+    return [line.split()[0] for line in accounting.splitlines()]
 
 
 def final_states(job_id: str, count: int = 1) -> list[str]:
     """The accounted states once the last of `count` runs has left the running states (records arrive async)."""
-    done = lambda: (s := accounted_states(job_id)) and len(s) >= count and s[-1] not in ("PENDING", "RUNNING") and s
+    def done():
+        return (s := accounted_states(job_id)) and len(s) >= count and s[-1] not in ("PENDING", "RUNNING") and s
+
     return wait_until(done, 30, f"job {job_id} to reach a final state in sacct")
 
 

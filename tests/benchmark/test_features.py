@@ -12,7 +12,6 @@ from patchbench.benchmark.features import EvalInputs
 from patchbench.benchmark.store import atomic_torch_save, run_dir
 from patchbench.benchmark.train import build_for_spec
 
-
 CPU = torch.device("cpu")
 
 
@@ -110,8 +109,9 @@ def test_on_disk_sets_stream_through_dataloader_workers(tmp_path):
 
 @pytest.mark.slow
 def test_dense_on_voc_reads_cached_masks_and_ignores_the_border(tmp_path):
+    from segmentation_files import write_voc
+
     from patchbench.benchmark.evaluate import evaluate, resolve_evaluations
-    from test_segmentation_datasets import write_voc
 
     write_voc(tmp_path / "data")
     evaluations = resolve_evaluations({"dense": {"epochs": 1, "lrs": [1.0], "val_fraction": 0.5}}, "voc2012", {},

@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from headless_chromium import Chromium, find_chromium
 from PIL import Image
 
-from headless_chromium import Chromium, find_chromium
 from patchbench.reports import build_report
 
 RESULTS = Path(__file__).parent / "fixtures" / "results"

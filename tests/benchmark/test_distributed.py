@@ -41,7 +41,8 @@ def train(run: RunDir, rank: int = 0, world: int = 1, port: int = 0) -> subproce
 
 def test_shard_views_cuts_crops_and_per_sample_meta():
     crops = [torch.arange(8.).view(8, 1, 1, 1).expand(8, 3, 4, 4), torch.arange(8.).view(8, 1, 1, 1).expand(8, 3, 2, 2)]
-    views = Views(crops=crops, n_global=1, meta={"boxes": torch.arange(8 * 2 * 4).view(8, 2, 4), "shared": torch.ones(3)},
+    views = Views(crops=crops, n_global=1,
+                  meta={"boxes": torch.arange(8 * 2 * 4).view(8, 2, 4), "shared": torch.ones(3)},
                   shared_geometry=True)
     halves = [shard_views(views, r, 2) for r in range(2)]
     assert [h.crops[1][:, 0, 0, 0].tolist() for h in halves] == [[0, 1, 2, 3], [4, 5, 6, 7]]

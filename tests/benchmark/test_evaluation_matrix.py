@@ -77,7 +77,8 @@ def test_adding_an_evaluation_evaluates_from_the_cache_and_never_pretrains_again
 
 def test_restricted_and_cross_dataset_evaluations_resolve_per_cell(tmp_path):
     path = write(tmp_path, "knn: {}\ndense: {pretrained_on: [shapes]}\nlinear: {dataset: shapes}")
-    text = path.read_text().replace("  dataset: digits\n", "").replace("  seeds: [0]", "  seeds: [0]\n  datasets: [digits, shapes]")
+    text = path.read_text().replace("  dataset: digits\n", "")
+    text = text.replace("  seeds: [0]", "  seeds: [0]\n  datasets: [digits, shapes]")
     path.write_text(text)
     cells = {(c.spec.method, c.spec.dataset): c.spec for c in load_matrix(path).cells}
     assert set(cells[("dino", "digits")].evaluations) == {"knn", "linear"}

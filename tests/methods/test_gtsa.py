@@ -13,8 +13,7 @@ from patchbench.datasets import build_dataset
 from patchbench.methods import BackboneConfig, MethodChoice, Progress, build_method
 from patchbench.methods.crops import resized_crop
 from patchbench.methods.gtsa import aligned_rois, best_match_cosines, pc_coefficient
-from patchbench.methods.gtsa_views import (GTSAViews, overlap_in_crop_frame, rotate_boxes,
-                                           sample_overlapping_boxes)
+from patchbench.methods.gtsa_views import GTSAViews, overlap_in_crop_frame, rotate_boxes, sample_overlapping_boxes
 
 BOX = torch.tensor([2.0, 4.0, 10.0, 20.0])  # (x1, y1, x2, y2) in a 32×32 crop
 
@@ -35,7 +34,9 @@ def test_rotate_boxes_matches_rot90_of_a_box_mask(k):
 
 
 def test_rotations_compose_to_identity():
-    one = lambda b: rotate_boxes(b, torch.tensor(1), 32)
+    def one(b):
+        return rotate_boxes(b, torch.tensor(1), 32)
+
     assert torch.equal(one(one(one(one(BOX)))), BOX)
     assert torch.equal(rotate_boxes(one(BOX), torch.tensor(3), 32), BOX)
     assert torch.equal(rotate_boxes(rotate_boxes(BOX, torch.tensor(2), 32), torch.tensor(2), 32), BOX)

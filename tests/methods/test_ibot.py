@@ -11,8 +11,13 @@ from lightly.loss import IBOTPatchLoss
 
 from patchbench.methods import BackboneConfig, MethodChoice, Progress, build_method
 from patchbench.methods.ibot import masked_patch_loss
-from patchbench.methods.masking import (MaskedMultiCropViews, block_masks, place_blocks, propose_blocks,
-                                        sample_mask_ratios)
+from patchbench.methods.masking import (
+    MaskedMultiCropViews,
+    block_masks,
+    place_blocks,
+    propose_blocks,
+    sample_mask_ratios,
+)
 
 LOG_ASPECT = (math.log(0.3), math.log(1 / 0.3))
 

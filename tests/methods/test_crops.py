@@ -45,8 +45,8 @@ def test_resized_crop_matches_torchvision_inside_the_crop():
     boxes = torch.tensor([[4.0, 6.0, 16.0, 16.0], [0.0, 0.0, 32.0, 32.0], [10.0, 3.0, 20.0, 12.0]])
     flips = torch.tensor([False, False, False])
     ours = resized_crop(images, boxes, flips, 32, mode="bilinear")
-    for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
-        ref = TF.resized_crop(images[i], t, l, h, w, [32, 32], antialias=False,
+    for i, (top, left, h, w) in enumerate(boxes.int().tolist()):
+        ref = TF.resized_crop(images[i], top, left, h, w, [32, 32], antialias=False,
                               interpolation=v2.InterpolationMode.BILINEAR)
         # away from the crop border, where torchvision replicates the crop edge and we read the true neighbours
         torch.testing.assert_close(ours[i, :, 2:-2, 2:-2], ref[:, 2:-2, 2:-2], atol=1e-5, rtol=0)

@@ -109,7 +109,9 @@ def test_preempted_pretraining_resumes_from_its_checkpoint_and_matches_an_uninte
     cell = load_matrix(path).cells[0]
     run = RunDir(out / cell.spec.run_id)
     job_id = run.stage_status("pretrain")["job_id"]
-    logged = lambda: run.train_log.exists() and len(run.train_log.read_text().splitlines()) >= 5
+    def logged() -> bool:
+        return run.train_log.exists() and len(run.train_log.read_text().splitlines()) >= 5
+
     wait_until(logged, 120, "the pretraining to log five steps")
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     wait_until(lambda: cell_state({s: run.stage_status(s) for s in ("pretrain", "knn")}) in ("done",)
@@ -132,7 +134,9 @@ def test_preempted_pretraining_resumes_from_its_checkpoint_and_matches_an_uninte
     assert main(["run", str(path), "--executor", "debug", "--out", str(reference)]) == 0
     uninterrupted = RunDir(reference / cell.spec.run_id)
     assert [json.loads(line) for line in uninterrupted.train_log.read_text().splitlines()] == rows
-    record = lambda r: json.loads((r.results / "knn.json").read_text())["metrics"]
+    def record(r):
+        return json.loads((r.results / "knn.json").read_text())["metrics"]
+
     assert record(run) == record(uninterrupted)
 
 
@@ -199,7 +203,9 @@ def test_two_task_pretraining_job_trains_data_parallel_through_submitit(tmp_path
     assert job.results() == ["pretrained", "pretrained"]  # one result per task
     assert parallel.stage_state("pretrain")["tasks"] == 2
     assert json.loads(parallel.train_summary.read_text())["world_size"] == 2
-    losses = lambda run: [json.loads(line)["loss"] for line in run.train_log.read_text().splitlines()]
+    def losses(run):
+        return [json.loads(line)["loss"] for line in run.train_log.read_text().splitlines()]
+
     assert losses(parallel) == pytest.approx(losses(single), rel=1e-4, abs=1e-5)
     one, two = (torch.load(r.checkpoint, weights_only=False)["method"] for r in (single, parallel))
     for key, value in one.items():

@@ -8,8 +8,10 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
+from lightly.loss import DINOLoss
 
 from patchbench.methods import BackboneConfig, IncompatiblePairing, MethodChoice, Progress, build_method
+from patchbench.methods.selfpatch import neighbour_patch_loss, updated_centers
 from patchbench.methods.selfpatch_head import SelfPatchAggregator, neighbour_table, top_neighbours
 
 
@@ -112,7 +114,7 @@ def test_aggregator_learns_through_the_image_level_loss_only():
     assert all(p.grad is None or not p.grad.any() for p in method.objective.student_heads["patch"].parameters())
 
 
-def upstream_selfpatch_loss(s_cls, s_patch, t_cls, t_patch, center, patch_center, temp):
+def upstream_selfpatch_loss(s_cls, s_patch, t_cls, t_patch, center, patch_center, temp, student_temp=0.1):
     """main_selfpatch.py::DINOLoss.forward as a literal loop over (teacher view, student view)."""
     c_loss, p_loss, n, m = 0.0, 0.0, 0, 0
     for iq in range(len(t_cls)):
@@ -120,10 +122,10 @@ def upstream_selfpatch_loss(s_cls, s_patch, t_cls, t_patch, center, patch_center
         for v in range(len(s_cls)):
             if v == iq:
                 q_pat = F.softmax((t_patch[iq] - patch_center) / temp, -1)
-                p_loss += (-q_pat * F.log_softmax(s_patch[v] / 0.1, -1)).sum(-1).mean()
+                p_loss += (-q_pat * F.log_softmax(s_patch[v] / student_temp, -1)).sum(-1).mean()
                 m += 1
             elif iq <= 1:
-                c_loss += (-q_cls * F.log_softmax(s_cls[v] / 0.1, -1)).sum(-1).mean()
+                c_loss += (-q_cls * F.log_softmax(s_cls[v] / student_temp, -1)).sum(-1).mean()
                 n += 1
     return c_loss / n, p_loss / m
 
@@ -310,3 +312,36 @@ def test_aggregator_equals_upstream_selfpatch_head_on_copied_weights(n_patches):
     torch.testing.assert_close(ours(patches), upstream(patches), rtol=1e-6, atol=1e-6)
     # the teacher's path: one query per patch over its 4 most similar neighbours (row order as upstream's view)
     torch.testing.assert_close(ours.aggregate_neighbours(patches), upstream(patches, loc=True), rtol=1e-6, atol=1e-6)
+
+
+# --- The loss on random tensors, no model and no dataset (as lightly's tests/loss/test_dino_loss.py sweeps its
+# DINOLoss): the objective's CLS term (lightly's DINOLoss with the CLS centre, momentum 1), its patch term and its
+# centre update against the transcription of main_selfpatch.py::DINOLoss and the documented centre EMA, over views,
+# temperatures, momenta and batch sizes, with non-zero centres.
+
+@pytest.mark.parametrize("n_local", [0, 1, 3])
+@pytest.mark.parametrize("teacher_temp,student_temp", [(0.04, 0.1), (0.07, 0.2)])
+@pytest.mark.parametrize("momentum", [0.9, 0.5])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_loss_functions_on_random_tensors_equal_upstream(n_local, teacher_temp, student_temp, momentum, batch):
+    generator = torch.Generator().manual_seed(10 * n_local + batch)
+    randn = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    tokens = [64, 64] + [16] * n_local
+    t_cls, s_cls = [randn(batch, 12) for _ in tokens], [randn(batch, 12) for _ in tokens]
+    t_patch, s_patch = [randn(batch, n, 6) for n in tokens], [randn(batch, n, 6) for n in tokens]
+    center, patch_center = randn(1, 12), randn(1, 6)
+    criterion = DINOLoss(output_dim=12, student_temp=student_temp, center_momentum=1.0)
+    criterion.center.copy_(center.view(1, 1, 12))
+    cls_loss = criterion(t_cls[:2], s_cls, teacher_temp=teacher_temp)
+    patch = neighbour_patch_loss(t_patch, s_patch, patch_center, teacher_temp, student_temp)
+    new_center, new_patch_center = updated_centers(criterion.center, patch_center, t_cls, t_patch, momentum)
+
+    expected_cls, expected_patch = upstream_selfpatch_loss(s_cls, s_patch, t_cls, t_patch, center, patch_center,
+                                                           teacher_temp, student_temp)
+    torch.testing.assert_close(cls_loss, expected_cls)
+    torch.testing.assert_close(patch, expected_patch)
+    # CLS centre over the image logits of all views; patch centre over every token of every view (token-weighted)
+    all_tokens = torch.cat([t.flatten(0, 1) for t in t_patch])
+    torch.testing.assert_close(new_center.view(1, 12), momentum * center + (1 - momentum) * torch.cat(t_cls).mean(0))
+    torch.testing.assert_close(new_patch_center,
+                               momentum * patch_center + (1 - momentum) * all_tokens.mean(0, keepdim=True))
