@@ -43,4 +43,5 @@ def provenance() -> dict[str, object]:
             versions[name] = None
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"git_sha": _git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
-            "host": socket.gethostname(), "machine": machine(), "python": platform.python_version(), "versions": versions}
+            "host": socket.gethostname(), "machine": machine(), "python": platform.python_version(),
+            "versions": versions}

@@ -19,8 +19,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import NO_LABEL, CopyDetectionSet, DatasetError, DatasetFilesMissing, DatasetSource, ImageSet, Split, \
-    register_dataset
+from .base import (
+    NO_LABEL,
+    CopyDetectionSet,
+    DatasetError,
+    DatasetFilesMissing,
+    DatasetSource,
+    ImageSet,
+    Split,
+    register_dataset,
+)
 from .segmentation import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # upstream is_image_file

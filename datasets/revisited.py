@@ -21,8 +21,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import NO_LABEL, DatasetError, DatasetFilesMissing, DatasetSource, ImageSet, RetrievalSet, Split, \
-    register_dataset
+from .base import (
+    NO_LABEL,
+    DatasetError,
+    DatasetFilesMissing,
+    DatasetSource,
+    ImageSet,
+    RetrievalSet,
+    Split,
+    register_dataset,
+)
 from .segmentation import IMAGENET_MEAN, IMAGENET_STD
 
 GROUND_TRUTH_KEYS = ("bbx", "easy", "hard", "junk")

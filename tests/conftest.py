@@ -1,4 +1,5 @@
-"""Shared fixtures. `dataset_cache`: a dataset cache folder per session. `slurm_cluster`: the local Slurm cluster of benchmark/slurm/local-cluster.sh, for `slurm` tests."""
+"""Shared fixtures. `dataset_cache`: a dataset cache folder per session. `slurm_cluster`: the local Slurm cluster of
+benchmark/slurm/local-cluster.sh, for `slurm` tests."""
 
 from __future__ import annotations
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from search_fixtures import solid, write_copydays, write_revisited
 
 from patchbench.benchmark import gpu_check
 from patchbench.benchmark.cli import main
-from search_fixtures import solid, write_copydays, write_revisited
 
 BASE = """\
 name: corpus

@@ -7,17 +7,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from search_fixtures import solid, write_copydays, write_revisited
 
 from patchbench.benchmark.config import make_spec
 from patchbench.benchmark.evaluate import evaluate, resolve_evaluations
 from patchbench.benchmark.evaluations.copydetect import Whitening, gem
-from patchbench.benchmark.evaluations.ranking import average_precision, copy_detection_scores, rank_database, \
-    revisited_map
+from patchbench.benchmark.evaluations.ranking import (
+    average_precision,
+    copy_detection_scores,
+    rank_database,
+    revisited_map,
+)
 from patchbench.benchmark.store import run_dir
 from patchbench.datasets import DatasetError, DatasetFilesMissing, build_dataset
 from patchbench.datasets.edits import embedded_copy_set, embedded_retrieval_set
-from search_fixtures import solid, write_copydays, write_revisited
-
 
 # --- literal transcriptions of the upstream scoring code (the independent references) -------------------------------
 
@@ -103,7 +106,7 @@ def dino_whitening(whitening_features, database, queries):
     return np.dot(dvt, database.T).T, np.dot(dvt, queries.T).T
 
 
-# --- scoring -----------------------------------------------------------------------------------------------------------
+# --- scoring ----------------------------------------------------------------------------------------------------------
 
 def test_average_precision_equals_a_hand_computed_value():
     # positives at ranks 0 and 2 of 2: (1 + 1) / 2 · 1/2 + (1/2 + 2/3) / 2 · 1/2 = 0.5 + 0.291666…
@@ -262,7 +265,8 @@ def test_copydays_evaluation_finds_unaltered_copies(tmp_path):
     record = evaluate_reference(tmp_path, "random-init", "digits", "copydetect", {"dataset": "copydays"},
                                 str(tmp_path / "data"), patch_size=16)  # 20 x 20 patches at 320 px: quick on a CPU
     assert record["metrics"]["copydays/map_jpegqual_30"] == 1.0  # the same pixels as their originals
-    assert set(record["metrics"]) == {f"copydays/{m}_{b}" for m in ("map", "recall1") for b in ("strong", "jpegqual_30")}
+    assert set(record["metrics"]) == {f"copydays/{m}_{b}" for m in ("map", "recall1")
+                                      for b in ("strong", "jpegqual_30")}
     assert record["probe_hparams"]["resolution"] == 320
 
 

@@ -7,8 +7,8 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-
 from ondisk import write_paper_root
+
 from patchbench.benchmark.cli import _check_budget, main
 from patchbench.benchmark.cluster import load_cluster_config
 from patchbench.benchmark.config import ConfigError, make_spec
@@ -18,7 +18,7 @@ from patchbench.benchmark.orchestrator import plan
 from patchbench.benchmark.resources import resources
 from patchbench.methods import BackboneConfig
 
-MATRICES = Path(__file__).resolve().parents[1] / "benchmark" / "matrices"
+MATRICES = Path(__file__).resolve().parents[2] / "benchmark" / "matrices"
 PAPER_MATRICES = ["patchwise-cifar10", "imagenet100-comparison", "coco-selfpatch-gtsa",
                   "ablation-patchwise-imagenet100"]
 
@@ -53,8 +53,8 @@ def test_forward_flops_match_the_hand_count():
 def test_dino_training_image_is_three_student_forwards_and_a_teacher_forward_of_the_globals():
     spec = make_spec(matrix="m", method="dino", dataset="imagenet", seed=0, image_size=224,
                      backbone={"size": "small", "patch_size": 16}, view_kwargs={"local_size": 96, "n_local": 8})
-    g, l = vit_forward_flops(12, 384, 16, 224), vit_forward_flops(12, 384, 16, 96)
-    assert pretrain_flops_per_image(spec) == 3 * (2 * g + 8 * l) + 2 * g
+    global_view, local_view = vit_forward_flops(12, 384, 16, 224), vit_forward_flops(12, 384, 16, 96)
+    assert pretrain_flops_per_image(spec) == 3 * (2 * global_view + 8 * local_view) + 2 * global_view
 
 
 def test_aps_counts_each_optimiser_step_on_its_kept_patches_and_no_teacher():

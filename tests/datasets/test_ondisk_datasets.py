@@ -8,9 +8,9 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from ondisk import write_coco, write_imagenet, write_stl10
 from PIL import Image
 
-from ondisk import write_coco, write_imagenet, write_stl10
 from patchbench.benchmark.train import batches, loader_workers
 from patchbench.datasets import NO_LABEL, DatasetError, build_dataset
 from patchbench.datasets.imagenet import imagenet1k_wnids, imagenet100_wnids
