@@ -56,9 +56,9 @@ _dies_with: str | None = None  # the controller PID this process already dies wi
 
 
 def die_with_controller() -> None:
-    """Kill this process (SIGKILL) when the ``patchbench`` process in ``$PATCHBENCH_CONTROLLER_PID`` ends (a pidfd,
-    watched by a thread), and when its parent (that process, or a local worker's) ends (``PR_SET_PDEATHSIG``).
-    Called by every job and by every local worker (``workers.py``); a second call in a process does nothing."""
+    """Kill this process (SIGKILL) when the ``patchbench`` process in ``$PATCHBENCH_CONTROLLER_PID`` ends: a pidfd
+    watched by a thread, and ``PR_SET_PDEATHSIG`` (a local worker is that process's child). Called by each local
+    worker (``workers.py``) and by every job it runs; a second call in a process does nothing."""
     global _dies_with
     pid = os.environ.get(CONTROLLER_ENV)
     if not pid or pid == _dies_with:
