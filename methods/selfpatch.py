@@ -85,7 +85,7 @@ class SelfPatchObjective(DistillationObjective):
     backbone_overrides = {"class_token": False, "final_norm": False}
     eval_readout = "aggregator"
     frozen_heads = ("cls", "patch")
-    patch_center: Tensor  # buffer
+    patch_center: Tensor  # a buffer, registered in __init__
 
     def __init__(self, embed_dim: int, *, num_heads: int | None = None, k_num: int = 4, patch_out_dim: int = 4096,
                  patch_loss_weight: float = 0.1, **kwargs):
@@ -122,7 +122,7 @@ class SelfPatchObjective(DistillationObjective):
         for start, end in equal_size_runs(crops):
             patches = backbone(torch.cat(crops[start:end]))  # (n·B, N, C): no CLS token, no final norm
             aggregator = heads["aggregator"]
-            assert isinstance(aggregator, SelfPatchAggregator)
+            assert isinstance(aggregator, SelfPatchAggregator)  # built in __init__
             aggregate = aggregator.aggregate_neighbours if neighbours else aggregator
             tokens = aggregate(patches)
             cls_out.extend(heads["cls"](tokens[:, 0]).chunk(end - start))
