@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 # CPU tests, without the ones that need the local Slurm cluster or a GPU.
 # The test command (CI runs it through .ci/run): every test but the GPU ones. `slurm` tests need the local
 # cluster (benchmark/slurm/local-cluster.sh start; .ci/run starts and stops it) and skip, naming it, when it is down.
-test: lint
+test: lint typecheck
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 # ruff, configured in pyproject.toml.
@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # mypy on the package, configured in pyproject.toml; it reads the package through build/lint/patchbench, links to
-# the package folders under their import names. Not yet part of `test`: the package does not pass it yet.
+# the package folders under their import names.
 typecheck: $(STAMP)
 	mkdir -p build/lint/patchbench
 	for d in methods datasets benchmark reports; do ln -sfn ../../../$$d build/lint/patchbench/$$d; done

@@ -105,7 +105,7 @@ def _status_rows(matrix, statuses, todo=None) -> list[tuple]:
         s, st = cell.spec, statuses[cell.spec.run_id]
         stages = ", ".join(f"{stage}: {v['state']}" + (f" ({v['reason']})" if v["state"] == "failed" else "")
                            + (f" [{v['job_id']}]" if v.get("job_id") else "") for stage, v in st.items())
-        row = (s.run_id, s.label, s.dataset, s.seed, cell_state(st), stages)
+        row: tuple[str | int, ...] = (s.run_id, s.label, s.dataset, s.seed, cell_state(st), stages)
         if todo is not None:
             row += (" + ".join(todo.stages_of(cell)) or "-",)
         rows.append(row)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -56,14 +57,23 @@ def forward_flops(backbone: BackboneConfig, size: int, keep: int | None = None) 
     return counter.get_total_flops()
 
 
+@runtime_checkable
+class SizedViews(Protocol):
+    """A view strategy that lists its crop sizes (every :class:`patchbench.methods.views.CropPipeline`)."""
+
+    def view_sizes(self) -> list[int]: ...
+
+
 def pretrain_flops_per_image(spec: RunSpec) -> int:
     """Backbone FLOPs of one training image of ``spec`` (module docstring)."""
+    assert spec.view is not None and spec.objective is not None  # a pretrained method's spec names both
     objective = OBJECTIVES.get(spec.objective)
     view = VIEWS.get(spec.view)(image_size=spec.backbone.img_size, patch_size=spec.backbone.patch_size,
                                 mean=(0.0,) * 3, std=(1.0,) * 3, **spec.view_kwargs)
     backbone = replace(spec.backbone, **objective.backbone_overrides)
     steps = int(spec.objective_kwargs.get("steps_per_batch", objective.steps_per_batch))
     keep = getattr(view, "n_keep", None) if "keep" in objective.requires else None
+    assert isinstance(view, SizedViews), f"view strategy '{spec.view}' has no view_sizes()"
     sizes = view.view_sizes()
     student = steps * sum(forward_flops(backbone, s, keep) for s in sizes)
     teacher = sum(forward_flops(backbone, s) for s in sizes[:view.n_global]) if objective.uses_teacher else 0
@@ -82,6 +92,7 @@ def eval_flops(spec: RunSpec, evaluations: list[str]) -> int:
         return 0
     backbone = spec.backbone
     if not spec.is_reference:
+        assert spec.objective is not None  # a pretrained method's spec names its objective
         backbone = replace(backbone, **OBJECTIVES.get(spec.objective).backbone_overrides)
     reads = {(spec.evaluations[name]["dataset"], EVALUATIONS.get(name).reads) for name in evaluations}
     total = 0

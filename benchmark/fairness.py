@@ -79,7 +79,7 @@ def unfair_runs(runs: dict[str, RunSpec], ablations: dict[str, dict[str, Any]]) 
             counts[repr(value)] = counts.get(repr(value), 0) + 1
         if len(counts) < 2:
             continue
-        common = max(counts, key=counts.get)  # the first of the most frequent (dicts keep insertion order)
+        common = max(counts, key=lambda r: counts[r])  # the first of the most frequent (dicts keep insertion order)
         for value, name, spec in entries:
             if repr(value) != common:
                 unfair.setdefault(name, []).append(

@@ -29,7 +29,7 @@ from .jobs import CONTROLLER_ENV, PretrainJob, eval_job
 from .matrix import load_matrix
 from .orchestrator import LOCAL_POLL_S, prepare, stages, submission_folder
 from .store import RunDir, run_dir
-from .workers import WorkerPool
+from .workers import Outcome, WorkerPool
 
 MATRIX = """\
 name: overhead
@@ -67,7 +67,7 @@ def through_workers(jobs: list[tuple[RunDir, str]], root: Path, threads: int) ->
             job = pool.assign(str(run.path), stage, run.next_attempt(stage))
             run.add_submission(stage, job.job_id, "local", str(job.stderr.parent))
             pool.start(job)
-            outcomes = []
+            outcomes: list[Outcome] = []
             while not outcomes:
                 outcomes = pool.wait(LOCAL_POLL_S)
             assert outcomes[0].error is None and outcomes[0].exit_code is None, (run.path, stage, outcomes[0])

@@ -247,8 +247,9 @@ def apply_ablation(settings: dict[str, Any], overrides: dict[str, Any], fixed: d
         if overrides.get(component) is not None and overrides[component] != cell[component]:
             cell[f"{component}_kwargs"] = None
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(cell.get(key), dict):
-            cell[key] = {**cell[key], **value}
+        current = cell.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            cell[key] = {**current, **value}
         else:
             cell[key] = value
     return cell

@@ -60,7 +60,7 @@ def stage_status(run: RunDir, stage: str, write: bool = True, settings: dict | N
     gone, or was written with other ``settings`` than the matrix now asks for, is ``planned`` again."""
     status = run.stage_status(stage)
     if status["state"] in ACTIVE and status.get("executor") == "slurm":
-        job = submitit.SlurmJob(folder=status["folder"], job_id=status["job_id"])
+        job: submitit.SlurmJob[str] = submitit.SlurmJob(folder=status["folder"], job_id=status["job_id"])
         slurm_state = job.state.split()[0] if job.state else "UNKNOWN"
         if slurm_state in SLURM_FAILURES:
             failed = {"state": "failed", "reason": SLURM_FAILURES[slurm_state], "message": f"SLURM state {job.state}"}
@@ -295,6 +295,7 @@ def record_failure(run: RunDir, outcome: Outcome, interrupted: int | None) -> st
     status = run.stage_status(stage)
     if status["state"] == "failed":
         return status["reason"]
+    message: str | None
     if interrupted is not None:
         reason, message = "interrupted", f"{signal.Signals(interrupted).name}: stopped before it could checkpoint"
     elif outcome.exit_code is not None:

@@ -188,8 +188,11 @@ def methods_to_time(a: argparse.Namespace, device: torch.device) -> tuple[dict[s
     if "dino" not in methods:
         raise SystemExit(f"{a.matrix} has no dino cell to compare against")
     source = build_dataset(specs[0].dataset, specs[0].runtime.data_root)
-    images = source.load("train").images[:specs[0].budget.batch_size]
-    return methods, images.to(device)
+    train = source.load("train").images
+    if train is None:
+        raise SystemExit(f"dataset '{specs[0].dataset}' is read from image files; the speed benchmark needs an "
+                         "in-memory (embedded) dataset")
+    return methods, train[:specs[0].budget.batch_size].to(device)
 
 
 def steps(a: argparse.Namespace) -> dict:
@@ -244,7 +247,7 @@ def steps(a: argparse.Namespace) -> dict:
     median = {n: float(torch.tensor(t).median()) for n, t in times.items()}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = dense_bf16_peak(device_name) if device.type == "cuda" else None
-    rows = {}
+    rows: dict[str, dict[str, float | None]] = {}
     for n in methods:
         time_ratio, flop_ratio = median[n] / median["dino"], flops[n] / flops["dino"]
         rows[n] = {"step_s": median[n], "images_per_s": len(images) / median[n], "flops_per_step": flops[n],
@@ -253,7 +256,7 @@ def steps(a: argparse.Namespace) -> dict:
                    **{f"{label}_share": seconds / sum(times[n]) for label, seconds in components[n].items()
                       if seconds > 0}}
         if device.type == "cuda":
-            rows[n]["mfu"] = rows[n]["flop_per_s"] / peak if peak else None
+            rows[n]["mfu"] = flops[n] / median[n] / peak if peak else None
             rows[n]["peak_memory_mb"] = peak_memory[n] / 2**20
     return {"benchmark": "steps", "config": a.preset or a.matrix, "device": str(device), "device_name": device_name,
             "dense_bf16_peak_flops": peak, "threads": torch.get_num_threads(), "batch_size": len(images),

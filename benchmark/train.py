@@ -99,7 +99,7 @@ def batches(data: ImageSet, order: np.ndarray, batch_size: int, start: int, num_
         for idx in index:
             yield data.images[torch.from_numpy(idx)]
         return
-    loader = torch.utils.data.DataLoader(data, batch_sampler=index, num_workers=num_workers,
+    loader = torch.utils.data.DataLoader(data, batch_sampler=[idx.tolist() for idx in index], num_workers=num_workers,
                                          persistent_workers=False, pin_memory=pin_memory)
     for images, _ in loader:
         yield images
@@ -134,8 +134,8 @@ class TrainLog:
             return []
         keys = list(self.pending[0][1])
         values = torch.stack([torch.stack([losses[k].float() for k in keys]) for _, losses in self.pending])
-        values = all_reduce_mean(values).cpu().tolist()  # the global batch's losses on every rank
-        rows = [{**info, **dict(zip(keys, vals))} for (info, _), vals in zip(self.pending, values)]
+        reduced = all_reduce_mean(values).cpu().tolist()  # the global batch's losses on every rank
+        rows = [{**info, **dict(zip(keys, vals))} for (info, _), vals in zip(self.pending, reduced)]
         self.pending.clear()
         bad = next((row for row in rows if not math.isfinite(row["loss"])), None)
         if self.writer:

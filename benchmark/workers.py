@@ -211,6 +211,7 @@ class WorkerPool:
         outcomes = []
         by_connection = {w.connection: w for w in self.workers}
         for connection in wait(list(by_connection), timeout):
+            assert isinstance(connection, Connection)  # wait() returns some of the connections it was given
             worker = by_connection[connection]
             try:
                 kind, error = connection.recv()
@@ -220,6 +221,7 @@ class WorkerPool:
             if kind == "ready":
                 worker.ready = True
                 continue
+            assert worker.job is not None  # a worker reports an outcome only for the job it was handed
             outcomes.append(Outcome(worker.job, worker.process.pid, error=error,
                                     elapsed_s=time.monotonic() - worker.handed_over))
             worker.job = None

@@ -79,8 +79,10 @@ class ImageSet(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.images[index] if self.images is not None else self._loader(index)
-        return image, int(self.labels[index])
+        if self.images is not None:
+            return self.images[index], int(self.labels[index])
+        assert self._loader is not None  # the constructor takes exactly one of images or loader
+        return self._loader(index), int(self.labels[index])
 
     @property
     def has_masks(self) -> bool:
@@ -126,8 +128,8 @@ class DatasetSource(ABC):
     """A registered dataset: its identity, its image statistics, and how to load a split."""
 
     name: ClassVar[str]
-    num_classes: ClassVar[int]
-    image_size: ClassVar[int]
+    num_classes: int  # per class; a source that reads its classes from disk sets it per instance (``folder``)
+    image_size: int  # per class; a ``resizable`` source may be read at another size, set per instance
     mean: ClassVar[tuple[float, float, float]]
     std: ClassVar[tuple[float, float, float]]
     embedded: ClassVar[bool]

@@ -58,7 +58,7 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, allow_pickle=False, **arrays)  # numeric arrays only, as _read loads them
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -53,7 +53,7 @@ class _CifarSource(DatasetSource):
     split_files: ClassVar[dict[str, tuple[str, ...]]]
     meta_file: ClassVar[str]
     label_key: ClassVar[bytes]
-    image_size: ClassVar[int] = 32
+    image_size = 32
     embedded: ClassVar[bool] = False
     resizable: ClassVar[bool] = True
 
@@ -87,7 +87,7 @@ class Cifar10Source(_CifarSource):
     """CIFAR-10: 50000 train / 10000 test 32 px images, 10 classes."""
 
     name: ClassVar[str] = "cifar10"
-    num_classes: ClassVar[int] = 10
+    num_classes = 10
     mean: ClassVar[tuple[float, float, float]] = (0.4914, 0.4822, 0.4465)
     std: ClassVar[tuple[float, float, float]] = (0.2470, 0.2435, 0.2616)
     description: ClassVar[str] = "CIFAR-10, python pickle release, 10 classes, 32 px"
@@ -109,7 +109,7 @@ class Cifar100Source(_CifarSource):
     """CIFAR-100: 50000 train / 10000 test 32 px images, 100 fine classes."""
 
     name: ClassVar[str] = "cifar100"
-    num_classes: ClassVar[int] = 100
+    num_classes = 100
     mean: ClassVar[tuple[float, float, float]] = (0.5071, 0.4865, 0.4409)
     std: ClassVar[tuple[float, float, float]] = (0.2673, 0.2564, 0.2762)
     description: ClassVar[str] = "CIFAR-100, python pickle release, 100 fine classes, 32 px"

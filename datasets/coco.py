@@ -23,8 +23,8 @@ class CocoSource(DatasetSource):
     """COCO 2017 images without annotations: 118 287 train / 5000 val."""
 
     name: ClassVar[str] = "coco"
-    num_classes: ClassVar[int] = 0
-    image_size: ClassVar[int] = 224
+    num_classes = 0
+    image_size = 224
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     embedded: ClassVar[bool] = False

@@ -57,8 +57,8 @@ class CopydaysSource(DatasetSource):
     """Copydays (originals, strong, JPEG and crop blocks) plus distractors, for the ``copydetect`` evaluation."""
 
     name: ClassVar[str] = "copydays"
-    num_classes: ClassVar[int] = 0
-    image_size: ClassVar[int] = 320
+    num_classes = 0
+    image_size = 320
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     embedded: ClassVar[bool] = False

@@ -41,8 +41,8 @@ class DigitsSource(EditedTestSplit, DatasetSource):
     """1797 handwritten digits (1347 train / 450 test), grey replicated to RGB, bilinearly upsampled 8 → 32 px."""
 
     name: ClassVar[str] = "digits"
-    num_classes: ClassVar[int] = 10
-    image_size: ClassVar[int] = 32
+    num_classes = 10
+    image_size = 32
     mean: ClassVar[tuple[float, float, float]] = (0.3052, 0.3052, 0.3052)  # of the train split
     std: ClassVar[tuple[float, float, float]] = (0.3236, 0.3236, 0.3236)
     embedded: ClassVar[bool] = True

@@ -183,14 +183,20 @@ def embedded_retrieval_set(images: torch.Tensor, seed: int = SET_SEED) -> Retrie
                         junk=of_kinds(EASY_COPIES + HARD_COPIES, 1))
 
 
+def _test_images(source: type[DatasetSource]) -> torch.Tensor:
+    images = source().load("test").images
+    assert images is not None  # an embedded source holds its splits in memory
+    return images
+
+
 @lru_cache(maxsize=None)
 def _copy_set_of(source: type[DatasetSource]) -> CopyDetectionSet:
-    return embedded_copy_set(source().load("test").images)
+    return embedded_copy_set(_test_images(source))
 
 
 @lru_cache(maxsize=None)
 def _retrieval_set_of(source: type[DatasetSource]) -> RetrievalSet:
-    return embedded_retrieval_set(source().load("test").images)
+    return embedded_retrieval_set(_test_images(source))
 
 
 class EditedTestSplit:
@@ -198,7 +204,12 @@ class EditedTestSplit:
     from the test split with SET_SEED, once per process."""
 
     def copies(self) -> CopyDetectionSet:
-        return _copy_set_of(type(self))
+        return _copy_set_of(self._source())
 
     def retrieval(self) -> RetrievalSet:
-        return _retrieval_set_of(type(self))
+        return _retrieval_set_of(self._source())
+
+    def _source(self) -> type[DatasetSource]:
+        source = type(self)
+        assert issubclass(source, DatasetSource)  # mixed in before DatasetSource
+        return source

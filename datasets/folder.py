@@ -50,8 +50,8 @@ class FolderSource(DatasetSource):
     """
 
     name: ClassVar[str] = "folder"
-    num_classes: ClassVar[int] = 0  # data-dependent: set on each instance from its train folder
-    image_size: ClassVar[int] = 64
+    num_classes = 0  # data-dependent: set on each instance from its train folder
+    image_size = 64
     mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)  # ImageNet
     std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
     embedded: ClassVar[bool] = False

@@ -44,7 +44,9 @@ def imagenet100_wnids() -> tuple[str, ...]:
 def _list_split(directory: Path, wnids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """(relative paths as bytes, labels, class folders without images) of the ``wnids`` folders of ``directory``
     (one ``os.scandir`` per class folder: about 1.28 M names for the full train split)."""
-    names, labels, empty = [], [], []
+    names: list[bytes] = []
+    labels: list[int] = []
+    empty: list[str] = []
     for label, wnid in enumerate(wnids):
         files = image_names(directory / wnid)
         if not files:
@@ -57,7 +59,7 @@ def _list_split(directory: Path, wnids: tuple[str, ...]) -> tuple[np.ndarray, np
 class _ImageNetSource(DatasetSource):
     """ILSVRC-2012 class folders under ``<root>/imagenet``; ``wnids()`` says which classes, in label order."""
 
-    image_size: ClassVar[int] = 224
+    image_size = 224
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     embedded: ClassVar[bool] = False
@@ -112,7 +114,7 @@ class ImageNetSource(_ImageNetSource):
     """ImageNet-1k (ILSVRC-2012): 1 281 167 train / 50 000 val images, 1000 classes."""
 
     name: ClassVar[str] = "imagenet"
-    num_classes: ClassVar[int] = 1000
+    num_classes = 1000
     description: ClassVar[str] = "ImageNet-1k (ILSVRC-2012) class folders, 1000 classes, read at 224 px"
     only_known_folders: ClassVar[bool] = True
 
@@ -125,7 +127,7 @@ class ImageNet100Source(_ImageNetSource):
     """ImageNet-100 (CMC's subset): about 126 700 train / 5000 val images, 100 classes, read from the ImageNet root."""
 
     name: ClassVar[str] = "imagenet100"
-    num_classes: ClassVar[int] = 100
+    num_classes = 100
     description: ClassVar[str] = "ImageNet-100 (CMC's 100 classes) from the ImageNet root, read at 224 px"
     only_known_folders: ClassVar[bool] = False
 

@@ -49,7 +49,7 @@ def read_thumbnail(paths: tuple[Path, ...], size: int, boxes: tuple | None, inde
 class _RevisitedSource(DatasetSource):
     """A revisited retrieval set under ``<root>/<name>/``; see the module docstring."""
 
-    num_classes: ClassVar[int] = 0
+    num_classes = 0
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     embedded: ClassVar[bool] = False
@@ -124,7 +124,7 @@ class ROxford5kSource(_RevisitedSource):
     """Revisited Oxford: 4993 database images, 70 cropped queries; 224 px, single scale (DINO's README)."""
 
     name: ClassVar[str] = "roxford5k"
-    image_size: ClassVar[int] = 224
+    image_size = 224
     multiscale: ClassVar[bool] = False
     description: ClassVar[str] = "revisited Oxford5k (revisitop gnd + jpg): retrieval only, longer side 224 px"
     layout: ClassVar[str] = ("<data root>/roxford5k/\n    gnd_roxford5k.pkl    (revisitop ground truth)\n"
@@ -136,7 +136,7 @@ class RParis6kSource(_RevisitedSource):
     """Revisited Paris: 6322 database images, 70 cropped queries; 512 px, multi-scale (DINO's README)."""
 
     name: ClassVar[str] = "rparis6k"
-    image_size: ClassVar[int] = 512
+    image_size = 512
     multiscale: ClassVar[bool] = True
     description: ClassVar[str] = "revisited Paris6k (revisitop gnd + jpg): retrieval only, longer side 512 px, "\
                                  "multi-scale"

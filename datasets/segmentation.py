@@ -58,7 +58,7 @@ class _SegmentationSource(DatasetSource):
 
     embedded: ClassVar[bool] = False
     provides: ClassVar[frozenset[str]] = frozenset({"masks"})
-    num_classes: ClassVar[int] = 0  # no image labels
+    num_classes = 0  # no image labels
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     folder: ClassVar[str]
@@ -99,7 +99,7 @@ class VOC2012Source(_SegmentationSource):
     """Pascal VOC 2012 segmentation: 1464 train / 1449 val images, 21 classes, 255 ignored, at 448 px."""
 
     name: ClassVar[str] = "voc2012"
-    image_size: ClassVar[int] = 448
+    image_size = 448
     description: ClassVar[str] = "Pascal VOC 2012 segmentation (train/val lists), 21 classes, masks only, 448 px"
     segmentation: ClassVar[Segmentation] = Segmentation(VOC_CLASSES, IGNORE_INDEX)
     folder: ClassVar[str] = "VOCdevkit/VOC2012"
@@ -132,7 +132,7 @@ class ADE20KSource(_SegmentationSource):
     """ADE20K SceneParsing: 20210 train / 2000 validation images, 150 classes ("other" ignored), 512 px centre crops."""
 
     name: ClassVar[str] = "ade20k"
-    image_size: ClassVar[int] = 512
+    image_size = 512
     description: ClassVar[str] = "ADE20K SceneParsing (training/validation), 150 classes, masks only, 512 px"
     # classes named by their annotation id (the order of the release's objectInfo150 table)
     segmentation: ClassVar[Segmentation] = Segmentation(tuple(str(k) for k in range(1, ADE20K_NUM_CLASSES + 1)),

@@ -287,9 +287,9 @@ class ShapesSource(EditedTestSplit, DatasetSource):
     """Label = the class of the largest of 2-4 shapes (disc, square, triangle, cross, ring, star); with masks."""
 
     name: ClassVar[str] = "shapes"
-    num_classes: ClassVar[int] = len(CLASSES)
+    num_classes = len(CLASSES)
     classes: ClassVar[tuple[str, ...]] = CLASSES
-    image_size: ClassVar[int] = SIZE
+    image_size = SIZE
     mean: ClassVar[tuple[float, float, float]] = (0.4993, 0.4993, 0.4971)  # of the train split
     std: ClassVar[tuple[float, float, float]] = (0.2700, 0.2710, 0.2692)
     embedded: ClassVar[bool] = True

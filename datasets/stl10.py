@@ -68,8 +68,8 @@ class StlImages:
 
 
 class _Stl10Source(DatasetSource):
-    num_classes: ClassVar[int] = 10
-    image_size: ClassVar[int] = SIDE
+    num_classes = 10
+    image_size = SIDE
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN  # as SSL pipelines normalise STL-10
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     embedded: ClassVar[bool] = False
@@ -125,7 +125,7 @@ class Stl10UnlabeledSource(_Stl10Source):
     """STL-10 for pretraining: the 100 000 unlabelled + 5000 train images; labels are not read."""
 
     name: ClassVar[str] = "stl10-unlabeled"
-    num_classes: ClassVar[int] = 0
+    num_classes = 0
     provides: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = "STL-10 unlabeled + train images for pretraining (no labels), 96 px"
     splits: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("unlabeled", "train"), "test": ("test",)}

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .crops import sample_crop_boxes
-from .photometric import PhotometricParams, sample_photometric
+from .photometric import JitterSettings, PhotometricParams, sample_photometric
 from .registry import register_view
 from .views import CropPipeline
 
@@ -123,8 +123,8 @@ class APSViews(CropPipeline):
                              f"patches do not fit a {self.grid}×{self.grid} grid; lower sampling_ratio or n_chunks")
         self.n_global, self.n_local = 2, 0
         self.scale, self.ratio, self.flip_p = tuple(scale), tuple(ratio), flip_p
-        self.jitter = dict(jitter_p=jitter_p, brightness=brightness, contrast=contrast, saturation=saturation,
-                           hue=hue, gray_p=gray_p)
+        self.jitter = JitterSettings(jitter_p=jitter_p, brightness=brightness, contrast=contrast, saturation=saturation,
+                                     hue=hue, gray_p=gray_p)
         self.n_chunks, self.power, self.track_flip = n_chunks, power, track_flip
 
     def sample_keep(self, boxes: Tensor, flips: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:

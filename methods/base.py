@@ -107,11 +107,11 @@ class Objective(nn.Module, ABC):
     min_local_views: ClassVar[int] = 0
     uses_teacher: ClassVar[bool] = True
     backbone_overrides: ClassVar[dict[str, Any]] = {}
-    steps_per_batch: ClassVar[int] = 1
+    steps_per_batch: int = 1  # an instance may set its own (APS's one-step variant)
     eval_readout: ClassVar[str] = "cls"  # documented per method in docs/architecture.md
 
-    student_heads: nn.Module
-    teacher_heads: nn.Module | None
+    student_heads: nn.ModuleDict
+    teacher_heads: nn.ModuleDict | None
 
     def __init__(self, embed_dim: int):
         super().__init__()
@@ -132,7 +132,7 @@ class Objective(nn.Module, ABC):
         """(student, teacher) head pairs to EMA-update; by default the teacher heads mirror the student heads."""
         return [] if self.teacher_heads is None else [(self.student_heads, self.teacher_heads)]
 
-    def embed(self, backbone: ViTEncoder, heads: nn.Module | None, images: Tensor) -> Tensor:
+    def embed(self, backbone: ViTEncoder, heads: nn.ModuleDict | None, images: Tensor) -> Tensor:
         """The evaluation embedding (B, D) of normalised images; default: the CLS token after the final norm."""
         return backbone(images)[:, 0]
 
@@ -140,7 +140,7 @@ class Objective(nn.Module, ABC):
         """The width of :meth:`embed`'s output."""
         return backbone.embed_dim
 
-    def embed_patches(self, backbone: ViTEncoder, heads: nn.Module | None, images: Tensor) -> Tensor:
+    def embed_patches(self, backbone: ViTEncoder, heads: nn.ModuleDict | None, images: Tensor) -> Tensor:
         """The evaluation patch-token map (B, h, w, D) of normalised images; default: the backbone's last-layer
         patch tokens (after the final norm where the backbone has one). Read by the dense evaluations."""
         return backbone.patch_tokens(images)
@@ -166,7 +166,7 @@ class EvalEncoder(nn.Module):
     """What evaluations see: normalised images → the global embedding (B, dim) (``forward``) or the patch-token map
     (B, h, w, D) (:meth:`patches`), in eval mode, without gradients."""
 
-    def __init__(self, objective: Objective, backbone: ViTEncoder, heads: nn.Module | None):
+    def __init__(self, objective: Objective, backbone: ViTEncoder, heads: nn.ModuleDict | None):
         super().__init__()
         self.objective = objective
         self.backbone = backbone

@@ -85,6 +85,7 @@ class DistillationObjective(Objective):
     """
 
     frozen_heads: ClassVar[tuple[str, ...]] = ()
+    teacher_heads: nn.ModuleDict  # every distillation objective has teacher heads
 
     def __init__(self, embed_dim: int, *, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
                  norm_last_layer: bool = True, use_bn: bool = False, student_temp: float = 0.1,
@@ -110,7 +111,8 @@ class DistillationObjective(Objective):
     def after_backward(self, progress: Progress) -> None:
         """DINO's ``cancel_gradients_last_layer`` for every head in ``frozen_heads``."""
         for name in self.frozen_heads:
-            self.student_heads[name].cancel_last_layer_gradients(progress.epoch)
+            head: DINOProjectionHead = self.student_heads[name]  # built by head_pair
+            head.cancel_last_layer_gradients(progress.epoch)
 
 
 @register_objective("dino")

@@ -139,6 +139,7 @@ class GTSAObjective(Objective):
     requires = frozenset({"boxes", "rotations"})
     min_global_views = 2
     eval_readout = "mean_patch"
+    teacher_heads: nn.ModuleDict  # the projector's EMA copy
 
     def __init__(self, embed_dim: int, *, projector_dim: int | None = None, out_dim: int | None = None,
                  rot_hidden_dim: int | None = None, rot_bottleneck_dim: int = 128, roi_out_size=(6, 3),
@@ -197,7 +198,7 @@ class GTSAObjective(Objective):
                 parts["overlap_fallback"] = views.meta["overlap_fallback"].float().mean()
         return {"loss": loss, **parts}
 
-    def embed(self, backbone: ViTEncoder, heads: nn.Module | None, images: Tensor) -> Tensor:
+    def embed(self, backbone: ViTEncoder, heads: nn.ModuleDict | None, images: Tensor) -> Tensor:
         """Mean-pooled final-norm patch tokens, as GTSA's fine-tuning code (its CLS output is never trained)."""
         return backbone(images)[:, backbone.num_prefix_tokens:].mean(1)
 

@@ -43,6 +43,7 @@ def init_convs(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, std=0.02)
+            assert m.bias is not None  # every conv here has a bias
             nn.init.zeros_(m.bias)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .crops import multicrop_sizes, sample_crop_boxes
-from .photometric import PhotometricParams, blur_kernel_size, sample_photometric
+from .photometric import JitterSettings, PhotometricParams, blur_kernel_size, sample_photometric
 from .registry import register_view
 from .views import CropPipeline
 
@@ -72,7 +72,8 @@ def sample_overlapping_boxes(batch: int, height: int, width: int, scales: list[t
                              max_redraws: int = 100) -> tuple[Tensor, Tensor]:
     """Crop boxes (B, V, 4) satisfying GTSA's overlap constraint, and the fallback flags (B, V)."""
     threshold = int(0.01 * height * width)
-    boxes, fallbacks = [], []
+    boxes: list[Tensor] = []
+    fallbacks: list[Tensor] = []
     for v, scale in enumerate(scales):
         box = sample_crop_boxes(batch, height, width, scale, ratio, generator)
         earlier = [to_corners(g) for g in boxes[:min(v, n_global)]]
@@ -151,8 +152,8 @@ class GTSAViews(CropPipeline):
             raise ValueError(f"hue jitter {hue} must lie in [0, 0.5]")
         self.n_global, self.n_local = 2, n_local
         self.global_scale, self.local_scale, self.ratio = tuple(global_scale), tuple(local_scale), tuple(ratio)
-        self.jitter = dict(jitter_p=jitter_p, brightness=brightness, contrast=contrast, saturation=saturation,
-                           hue=hue, gray_p=gray_p)
+        self.jitter = JitterSettings(jitter_p=jitter_p, brightness=brightness, contrast=contrast, saturation=saturation,
+                                     hue=hue, gray_p=gray_p)
         self.blur_p, self.blur_sigma = blur_p, tuple(blur_sigma)
         self.rotate, self.max_redraws = rotate, max_redraws
 

@@ -73,6 +73,7 @@ class IBOTObjective(DistillationObjective):
     """
 
     frozen_heads = ("ibot",)
+    patch_center: Tensor  # a buffer, registered in __init__
     requires = frozenset({"masks"})
     min_global_views = 2
     backbone_overrides = {"mask_token": True}

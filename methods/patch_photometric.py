@@ -35,7 +35,7 @@ Deviations and choices (inferred from the upstream code; docs/methods.md, Patch-
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -222,7 +222,8 @@ def apply_patch_photometric(x: Tensor, patch_size: int, params: PatchPhotometric
     # Stage by stage, the cells are reordered by a run key, 2·op + flag, so that each run is one contiguous slice:
     # one gather per stage instead of a gather and a scatter per op. The flag is the jitter's sub-order for the
     # jitter (both runs apply), 1 for the blur, the draw for sharpness and posterize (flag 0: the op is skipped).
-    runs = {  # each works in place on the slice of cells it is given
+    # Each run works in place on the slice of cells it is given.
+    runs: dict[int, tuple[Callable[..., object], tuple[Tensor, ...]]] = {
         2 * JITTER: (lambda c, b, h: jitter_(c, b, h, hue_first=False), (params.brightness, params.hue)),
         2 * JITTER + 1: (lambda c, b, h: jitter_(c, b, h, hue_first=True), (params.brightness, params.hue)),
         2 * BLUR + 1: (lambda c, s: c if padding == "skip" else vertical_blur_(c, s, padding), (params.sigma,)),

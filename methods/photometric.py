@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -175,6 +175,17 @@ class PhotometricParams:
     blur: Tensor
     sigma: Tensor
     solarize: Tensor
+
+
+class JitterSettings(TypedDict):
+    """The colour-jitter and grayscale keyword arguments of :func:`sample_photometric`."""
+
+    jitter_p: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    gray_p: float
 
 
 def sample_photometric(batch_size: int, generator: torch.Generator, *, jitter_p: float = 0.8,

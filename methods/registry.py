@@ -12,7 +12,10 @@ import difflib
 import logging
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    from .base import Objective, ViewStrategy
 
 ENTRY_POINT_GROUP = "patchbench.methods"
 
@@ -99,8 +102,8 @@ class MethodSpec:
     optim_defaults: dict[str, Any] = field(default_factory=dict)
 
 
-VIEWS: Registry[type] = Registry("view strategy")
-OBJECTIVES: Registry[type] = Registry("objective")
+VIEWS: Registry[type[ViewStrategy]] = Registry("view strategy")
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 METHODS: Registry[MethodSpec] = Registry("method")
 
 register_view = VIEWS.register

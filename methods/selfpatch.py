@@ -85,6 +85,7 @@ class SelfPatchObjective(DistillationObjective):
     backbone_overrides = {"class_token": False, "final_norm": False}
     eval_readout = "aggregator"
     frozen_heads = ("cls", "patch")
+    patch_center: Tensor  # a buffer, registered in __init__
 
     def __init__(self, embed_dim: int, *, num_heads: int | None = None, k_num: int = 4, patch_out_dim: int = 4096,
                  patch_loss_weight: float = 0.1, **kwargs):
@@ -120,7 +121,9 @@ class SelfPatchObjective(DistillationObjective):
         cls_out, patch_out = [], []
         for start, end in equal_size_runs(crops):
             patches = backbone(torch.cat(crops[start:end]))  # (n·B, N, C): no CLS token, no final norm
-            aggregate = heads["aggregator"].aggregate_neighbours if neighbours else heads["aggregator"]
+            aggregator = heads["aggregator"]
+            assert isinstance(aggregator, SelfPatchAggregator)  # built in __init__
+            aggregate = aggregator.aggregate_neighbours if neighbours else aggregator
             tokens = aggregate(patches)
             cls_out.extend(heads["cls"](tokens[:, 0]).chunk(end - start))
             patch_out.extend(heads["patch"](tokens[:, 1:]).chunk(end - start))
@@ -145,7 +148,7 @@ class SelfPatchObjective(DistillationObjective):
         diagnostics = distillation_diagnostics(torch.stack(teacher_globals), center, temp, cls_loss)
         return {"loss": loss, "cls_loss": cls_loss.detach(), "patch_loss": patch_term.detach(), **diagnostics}
 
-    def embed(self, backbone: ViTEncoder, heads: nn.Module | None, images: Tensor) -> Tensor:
+    def embed(self, backbone: ViTEncoder, heads: nn.ModuleDict | None, images: Tensor) -> Tensor:
         """The image token after the aggregator's LN (the teacher's, in evaluation)."""
         assert heads is not None
         return heads["aggregator"](backbone(images))[:, 0]

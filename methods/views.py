@@ -19,7 +19,7 @@ from torch import Tensor
 from .base import Views, ViewStrategy, equal_size_runs
 from .crops import multicrop_sizes, resized_crop, sample_crop_boxes
 from .patch_photometric import patch_photometric
-from .photometric import PhotometricParams, apply_photometric, blur_kernel_size, sample_photometric
+from .photometric import JitterSettings, PhotometricParams, apply_photometric, blur_kernel_size, sample_photometric
 from .registry import register_view
 
 
@@ -34,7 +34,11 @@ class CropPipeline(ViewStrategy):
     """
 
     interpolation: ClassVar[str] = "bicubic"
-    shared_geometry: bool = False
+
+    @property
+    def shared_geometry(self) -> bool:
+        """One geometry for the whole batch (``Views.shared_geometry``); by default each sample draws its own."""
+        return False
 
     def view_sizes(self) -> list[int]:
         raise NotImplementedError
@@ -140,8 +144,8 @@ class MultiCropViews(CropPipeline):
         self.n_global, self.n_local = 2, n_local
         self.global_scale, self.local_scale, self.ratio = tuple(global_scale), tuple(local_scale), tuple(ratio)
         self.flip_p = flip_p
-        self.jitter = dict(jitter_p=jitter_p, brightness=brightness, contrast=contrast, saturation=saturation,
-                           hue=hue, gray_p=gray_p)
+        self.jitter = JitterSettings(jitter_p=jitter_p, brightness=brightness, contrast=contrast, saturation=saturation,
+                                     hue=hue, gray_p=gray_p)
         self.blur_sigma = tuple(blur_sigma)
         self.blur_p = list(global_blur_p) + [local_blur_p] * n_local
         self.solarize_p = list(global_solarize_p) + [local_solarize_p] * n_local

@@ -63,7 +63,7 @@ def segmentation_scores(confusion: np.ndarray) -> dict[str, float]:
             "pixel_acc": float(true_positive.sum() / max(confusion.sum(), 1.0))}
 
 
-def upsampled_logits(token_logits: Tensor, size: tuple[int, int]) -> Tensor:
+def upsampled_logits(token_logits: Tensor, size: tuple[int, ...]) -> Tensor:
     """Heads' token logits (G, B, h, w, C) → pixel logits (B · G, C, H, W), bilinear, in one call for all heads."""
     g, b, h, w, c = token_logits.shape
     logits = token_logits.permute(1, 0, 4, 2, 3).reshape(b, g * c, h, w)
@@ -87,6 +87,7 @@ class DenseLinearProbe(Evaluation):
     def run(self, inputs: EvalInputs) -> EvalResult:
         s: DenseSettings = self.settings
         segmentation = inputs.source.segmentation
+        assert segmentation is not None  # a source that provides masks (``needs``) sets it
         classes, ignore = segmentation.num_classes, segmentation.ignore_index
         train_tokens, train_masks = inputs.features("train"), inputs.masks("train")
         fit, val = held_out_split(len(train_masks), s.val_fraction)

@@ -147,10 +147,11 @@ class LinearProbe(Evaluation):
     def _scores(heads, norm: Standardizer, features: np.ndarray, labels: np.ndarray, device: torch.device,
                 ks: tuple[int, ...]) -> dict[int, np.ndarray]:
         """Top-k accuracies per head over a whole split, in chunks of SCORE_CHUNK images."""
-        hits = {k: 0.0 for k in ks}
+        hits: dict[int, np.ndarray] = {}
         for start in range(0, len(labels), SCORE_CHUNK):
             logits = heads(norm(torch.from_numpy(np.array(features[start:start + SCORE_CHUNK])).to(device)))
             chunk = torch.from_numpy(labels[start:start + SCORE_CHUNK]).to(device)
             for k, accuracy in accuracies(logits, chunk, ks).items():
-                hits[k] = hits[k] + accuracy.cpu().numpy() * len(chunk)
+                weighted = accuracy.cpu().numpy() * len(chunk)
+                hits[k] = hits[k] + weighted if k in hits else weighted
         return {k: v / len(labels) for k, v in hits.items()}

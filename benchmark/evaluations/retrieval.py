@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -49,7 +50,7 @@ def whole_patches(embed, patch_size: int):
 
 def multiscale_features(embed, images: Tensor) -> Tensor:
     """The mean of ``embed`` at the SCALES of normalised images (B, 3, H, W), each row then L2-normalised."""
-    total = 0
+    total = torch.zeros((), device=images.device)
     for scale in SCALES:
         resized = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
                                                             align_corners=False)
