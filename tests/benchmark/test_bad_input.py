@@ -438,7 +438,7 @@ def test_the_corpus_holds_at_least_forty_cases():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
 def test_gpu_check_without_cuda_stops_at_once(tmp_path):
     """benchmark/gpu_check.sh on a machine without CUDA: one line, exit 2, nothing installed or written."""
-    script = Path(__file__).resolve().parents[1] / "benchmark" / "gpu_check.sh"
+    script = Path(__file__).resolve().parents[2] / "benchmark" / "gpu_check.sh"
     out = tmp_path / "gpu-check"
     result = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True,
                             env={**os.environ, "PYTHON": sys.executable})

@@ -77,7 +77,7 @@ def test_expansion_cells_resources_and_labels(tmp_path):
     ((("{knn: {k: [5]}}", "{knn: {kk: [5]}}"),), "fixed.evaluations.knn: unknown key 'kk'. Did you mean 'k'?"),
     ((("{knn: {k: [5]}}", "{dense: {}}"),),
      "fixed.evaluations: evaluation 'dense' needs masks, which dataset 'digits' does not provide (it provides "
-     "labels). Evaluate on a dataset that does (e.g. dense: {dataset: NAME})"),
+     "copies, labels, retrieval). Evaluate on a dataset that does (e.g. dense: {dataset: NAME})"),
     ((("{knn: {k: [5]}}", "{linear: {dataset: voc2012}}"),), "dataset 'voc2012': files not found at"),
     ((("{knn: {k: [5]}}", "{knn: {pretrained_on: shapes}}"),),
      "fixed.evaluations.knn.pretrained_on must be a list of dataset names"),

@@ -64,7 +64,7 @@ def test_voc_names_missing_files_of_a_listed_id(tmp_path):
 
 def test_shapes_exposes_its_masks_with_the_label_as_the_dominant_object_class():
     source = build_dataset("shapes")
-    assert source.provides == {"labels", "masks"} and source.segmentation.num_classes == 7
+    assert source.provides == {"labels", "masks", "copies", "retrieval"} and source.segmentation.num_classes == 7
     assert source.segmentation.ignore_index is None
     data = source.load("test")
     assert data.has_masks and data.masks.shape == (1000, 32, 32)
